@@ -1,0 +1,73 @@
+"""Every AnnData key and saved-file name sivae reads or writes, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class _Keys:
+    # .layers
+    COUNTS: str = "counts"
+    # .obsm: cell embedding (posterior means of z_c1), C x K; prefixed with "X_" as scanpy expects
+    CELL_EMBEDDING: str = "X_sivae"
+    # .varm: feature embedding (posterior means of v_f1), F x K
+    LOADINGS: str = "sivae_loadings"
+    # .var: per-feature reconstruction accuracy, 1 - MSE / variance on training cells
+    CENTRALITY: str = "sivae_centrality"
+    # .var: per-feature mean and standard deviation used to z-score the data
+    FEATURE_MEAN: str = "sivae_mean"
+    FEATURE_STD: str = "sivae_std"
+    # .obs: which cells were held out for early stopping
+    SPLIT: str = "sivae_split"
+    # .uns: parameters, losses, version
+    UNS: str = "sivae"
+    # .uns: how the matrix was preprocessed
+    PREPROCESS: str = "sivae_preprocess"
+    # .var: scanpy's highly-variable-gene flag, read by sivae.pp.preprocess
+    HIGHLY_VARIABLE: str = "highly_variable"
+    # .obs: cell-type labels of the bundled datasets (sivae.datasets)
+    CELL_TYPE: str = "cell_type"
+    # .var / .uns: ground truth of sivae.datasets.simulated_network
+    COMMUNITY: str = "community"
+    IS_HUB: str = "is_hub"
+    IS_ISOLATED: str = "is_isolated"
+    SIMULATED_NETWORK: str = "simulated_network"
+
+
+KEYS = _Keys()
+
+
+@dataclass(frozen=True)
+class _Files:
+    CONFIG: str = "config.json"
+    WEIGHTS: str = "model.safetensors"
+    CHECKPOINT_META: str = "checkpoint.json"
+    CHECKPOINT_TENSORS: str = "checkpoint.safetensors"
+    # written beside a model by `sivae fit`: how to preprocess new cells the same way for `embed`
+    PREPROCESS: str = "preprocess.json"
+    # written by `sivae demo` into its output folder
+    DEMO_NETWORK_H5AD: str = "simulated_network.h5ad"
+    DEMO_PBMC_H5AD: str = "pbmc68k_reduced.h5ad"
+    DEMO_PBMC_CELLS_PNG: str = "pbmc68k_reduced_cells.png"
+    DEMO_PBMC_FEATURES_PNG: str = "pbmc68k_reduced_features.png"
+    DEMO_NETWORK_FEATURES_PNG: str = "simulated_network_features.png"
+    DEMO_NETWORK_CENTRALITY_PNG: str = "simulated_network_centrality.png"
+
+
+FILES = _Files()
+
+
+@dataclass(frozen=True)
+class OutputKeys:
+    """Where one model writes its results; siVAE's are KEYS', a baseline's carry its own prefix."""
+
+    cell_embedding: str
+    loadings: str
+    centrality: str
+    uns: str
+
+
+def output_keys(prefix: str) -> OutputKeys:
+    """Keys for a model whose results go under ``prefix`` ("sivae", "vae", "ldvae")."""
+    return OutputKeys(f"X_{prefix}", f"{prefix}_loadings", f"{prefix}_centrality", prefix)
