@@ -1,0 +1,231 @@
+"""Read a cells x features matrix from any common single-cell format, and write h5ad safely.
+
+`read` only reads: it dispatches on the file's format to the library that owns it (anndata,
+scanpy) and turns any failure into one `InputError` sentence. Checks on the content (NaN,
+duplicate names, ...) live in `sivae.data.validate` and run later.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import anndata
+import h5py
+import scanpy as sc
+from anndata import AnnData
+
+try:  # anndata >= 0.11 keeps its readers in anndata.io
+    from anndata import io as _adio
+except ImportError:  # pragma: no cover
+    _adio = anndata
+
+from .._errors import InputError
+
+__all__ = ["SUPPORTED_FORMATS", "read", "write_h5ad"]
+
+# What `read` accepts, as shown in error messages.
+SUPPORTED_FORMATS = (
+    ".h5ad",
+    ".h5 (10x)",
+    ".csv",
+    ".tsv",
+    ".csv.gz",
+    ".tsv.gz",
+    ".loom",
+    "a 10x mtx folder (matrix.mtx[.gz], features.tsv[.gz] or genes.tsv, barcodes.tsv[.gz])",
+)
+
+
+def _read_csv(path: Path) -> AnnData:
+    return _adio.read_csv(path, delimiter=",", first_column_names=True)
+
+
+def _read_tsv(path: Path) -> AnnData:
+    return _adio.read_text(path, delimiter="\t", first_column_names=True)
+
+
+def _read_10x_h5(path: Path) -> AnnData:
+    return sc.read_10x_h5(path)
+
+
+def _read_loom(path: Path) -> AnnData:
+    # Loom files name cells and genes in the attributes "CellID" and "Gene" (loompy, velocyto)
+    # or, when anndata wrote them, "obs_names" and "var_names"; use whichever is there.
+    with h5py.File(path, "r") as f:
+        col_attrs = set(f["col_attrs"].keys()) if "col_attrs" in f else set()
+        row_attrs = set(f["row_attrs"].keys()) if "row_attrs" in f else set()
+    obs_names = "obs_names" if "CellID" not in col_attrs and "obs_names" in col_attrs else "CellID"
+    var_names = "var_names" if "Gene" not in row_attrs and "var_names" in row_attrs else "Gene"
+    return _adio.read_loom(path, obs_names=obs_names, var_names=var_names)
+
+
+# suffix (lower case) -> (format name for messages, reader)
+_READERS: dict[str, tuple[str, Callable[[Path], AnnData]]] = {
+    ".h5ad": ("h5ad", _adio.read_h5ad),
+    ".h5": ("10x HDF5", _read_10x_h5),
+    ".csv": ("CSV", _read_csv),
+    ".csv.gz": ("CSV", _read_csv),
+    ".tsv": ("TSV", _read_tsv),
+    ".tsv.gz": ("TSV", _read_tsv),
+    ".loom": ("loom", _read_loom),
+}
+
+
+def read(path: str | os.PathLike) -> AnnData:
+    """Read a cells x features matrix into an AnnData, choosing the reader from the format.
+
+    Parameters
+    ----------
+    path
+        One of: an ``.h5ad`` file (`anndata.io.read_h5ad`); a 10x Genomics ``.h5`` file
+        (`scanpy.read_10x_h5`); a 10x mtx folder holding ``matrix.mtx[.gz]``,
+        ``features.tsv[.gz]`` (or ``genes.tsv``) and ``barcodes.tsv[.gz]``
+        (`scanpy.read_10x_mtx`); a ``.csv`` / ``.tsv`` file (optionally gzipped) with cells as
+        rows, cell names in the first column and feature names in the header
+        (`anndata.io.read_csv` / `anndata.io.read_text`); a ``.loom`` file
+        (`anndata.io.read_loom`).
+
+    Returns
+    -------
+    AnnData
+        The matrix as the library read it: names are not made unique and values are not
+        checked here (see `sivae.data.validate`).
+
+    Raises
+    ------
+    InputError
+        If the path does not exist, its format is not one of the supported ones, or the file
+        cannot be parsed (truncated or corrupt).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{str(p)!r} does not exist; check the path")
+    if p.is_dir():
+        fmt, reader = "10x mtx folder", _read_10x_mtx_dir
+    else:
+        fmt, reader = _reader_for(p)
+    try:
+        return reader(p)
+    except InputError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as err:  # any library failure on a file that exists means it is unreadable
+        raise InputError(
+            f"could not read {str(p)!r} as {fmt} ({type(err).__name__}: {_first_line(err)}); "
+            "the file may be truncated or corrupt, so re-export or re-download it"
+        ) from err
+
+
+def _reader_for(p: Path) -> tuple[str, Callable[[Path], AnnData]]:
+    name = p.name.lower()
+    # longest suffix first, so "x.csv.gz" is CSV and not an unknown ".gz"
+    for suffix in sorted(_READERS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _READERS[suffix]
+    raise InputError(
+        f"unknown file format {''.join(p.suffixes) or '(no extension)'!r} for {str(p)!r}; "
+        f"supported: {', '.join(SUPPORTED_FORMATS)}"
+    )
+
+
+def _read_10x_mtx_dir(p: Path) -> AnnData:
+    # scanpy picks the legacy (v2: plain genes.tsv) or v3 (gzipped features.tsv) layout itself;
+    # we only check that one complete layout is there, to name what is missing.
+    legacy = ("matrix.mtx", "genes.tsv", "barcodes.tsv")
+    v3 = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
+    if (p / "genes.tsv").is_file():
+        needed = legacy
+    elif (p / "features.tsv").is_file():
+        raise InputError(
+            f"10x mtx folder {str(p)!r} holds an uncompressed features.tsv, which scanpy reads "
+            "only gzipped; gzip matrix.mtx, features.tsv and barcodes.tsv and read it again"
+        )
+    elif (p / "features.tsv.gz").is_file() or (p / "matrix.mtx.gz").is_file():
+        needed = v3
+    else:
+        raise InputError(
+            f"{str(p)!r} is a folder but not a 10x mtx folder (no genes.tsv, features.tsv.gz or "
+            "matrix.mtx.gz in it); point to a file or to the folder holding the 10x files"
+        )
+    missing = [f for f in needed if not (p / f).is_file()]
+    if missing:
+        raise InputError(
+            f"10x mtx folder {str(p)!r} lacks {', '.join(missing)}; "
+            f"a complete folder holds {', '.join(needed)}"
+        )
+    # make_unique=False: duplicate gene symbols are for validation to refuse, not to hide
+    return sc.read_10x_mtx(p, make_unique=False)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else "no message"
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def write_h5ad(adata: AnnData, path: str | os.PathLike, *, force: bool = False) -> None:
+    """Write ``adata`` to an ``.h5ad`` file atomically.
+
+    The data go to a hidden temporary file in the target's folder, which is flushed to disk and
+    then renamed over the target with `os.replace`, so an interrupted write never leaves a
+    half-written file under ``path``. Missing parent folders are created.
+
+    Parameters
+    ----------
+    adata
+        The AnnData to write.
+    path
+        Where to write it.
+    force
+        Overwrite ``path`` if it exists.
+
+    Raises
+    ------
+    InputError
+        If ``path`` exists and ``force`` is False, is a folder, or its folder cannot be
+        created or written to.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(
+            f"{str(p)!r} is a folder; give a file name such as {str(p / 'out.h5ad')!r}"
+        )
+    if p.exists() and not force:
+        raise InputError(
+            f"{str(p)!r} exists; pass force=True (--force on the command line) to overwrite it"
+        )
+    folder = p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(
+            f"cannot create folder {str(folder)!r} for {p.name!r} ({err.strerror}); "
+            "choose a writable location"
+        ) from err
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"folder {str(folder)!r} is not writable; choose a writable location")
+    tmp = folder / f".{p.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        adata.write_h5ad(tmp)
+        _fsync(tmp)
+        os.replace(tmp, p)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, PermissionError):
+            raise InputError(
+                f"folder {str(folder)!r} is not writable; choose a writable location"
+            ) from err
+        raise
+
+
+def _fsync(p: Path) -> None:
+    # the rename is only atomic on disk if the data reached the disk before it
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

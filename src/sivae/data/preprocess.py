@@ -1,0 +1,279 @@
+"""From raw counts to the matrix siVAE trains on: TP10K, log1p, highly variable genes, z-score.
+
+Built on scanpy's own steps; what sivae adds is the checks before them, the raw counts kept in a
+layer, and the per-feature mean and standard deviation recorded so that new data can be scaled
+the same way.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._constants import KEYS
+from .._errors import InputError
+from .validate import (
+    check_counts,
+    check_finite,
+    check_not_empty,
+    check_unique_names,
+    constant_features,
+)
+
+__all__ = ["preprocess", "scale_features"]
+
+_COUNTS_HINT = (
+    "sivae.pp.preprocess expects raw counts, so for data that are already normalised "
+    "use sivae.pp.scale_features instead"
+)
+
+
+def preprocess(
+    adata: AnnData,
+    *,
+    n_top_genes: int | None = 2000,
+    target_sum: float = 1e4,
+    scale: bool = True,
+    max_value: float | None = 10.0,
+    drop_constant: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Preprocess raw counts for siVAE: normalise, log-transform, select genes, z-score.
+
+    Steps, in order:
+
+    1. check ``adata.X``: not empty, unique cell and feature names, finite, non-negative
+       integer counts (normalised data are refused: use `scale_features` for those);
+    2. drop features that are constant across cells (all-zero included), with a warning;
+    3. keep a copy of the counts in ``adata.layers[KEYS.COUNTS]``;
+    4. scale each cell to ``target_sum`` total counts (`scanpy.pp.normalize_total`) and take
+       ``log1p`` (`scanpy.pp.log1p`);
+    5. select ``n_top_genes`` highly variable genes (`scanpy.pp.highly_variable_genes`,
+       flavor ``"seurat"``, on the log data) and keep only those; skipped when
+       ``n_top_genes`` is None or not below the number of features;
+    6. z-score each feature (`scale_features`), if ``scale``.
+
+    Parameters
+    ----------
+    adata
+        Cells x features raw counts in ``adata.X`` (dense or sparse, in memory).
+    n_top_genes
+        Number of highly variable genes to keep, or None to keep all features.
+    target_sum
+        Total counts per cell after normalisation (1e4: TP10K).
+    scale
+        Z-score each feature after log-normalising.
+    max_value
+        Clip z-scores to [-max_value, max_value]; None for no clipping.
+    drop_constant
+        Drop constant features with a warning; if False, refuse data that have any.
+    copy
+        Work on and return a copy instead of changing ``adata`` in place.
+
+    Returns
+    -------
+    AnnData or None
+        The preprocessed copy if ``copy``, else None. Writes ``adata.X`` (log-normalised, and
+        z-scored if ``scale``), ``adata.layers[KEYS.COUNTS]`` (raw counts of the kept
+        features), ``adata.var[KEYS.HIGHLY_VARIABLE]`` and scanpy's dispersion columns (when
+        genes were selected), ``adata.var[KEYS.FEATURE_MEAN]`` and
+        ``adata.var[KEYS.FEATURE_STD]`` (if ``scale``), ``adata.uns["log1p"]`` (scanpy's), and
+        ``adata.uns[KEYS.PREPROCESS]``, a dict of the parameters used.
+
+    Raises
+    ------
+    InputError
+        If an argument is out of range, ``adata`` is backed, or ``adata.X`` fails a check.
+    """
+    _check_preprocess_args(n_top_genes, target_sum, max_value)
+    if adata.isbacked:
+        raise InputError(
+            "preprocess needs the data in memory, but adata is backed; load it with "
+            "adata = adata.to_memory() first"
+        )
+    if copy:
+        adata = adata.copy()
+    check_not_empty(adata)
+    check_unique_names(adata)
+    check_finite(adata.X, "adata.X")
+    check_counts(adata.X, "adata.X", hint=_COUNTS_HINT)
+    n_features_in = adata.n_vars
+    n_constant = _drop_constant_features(adata, drop=drop_constant)
+    if not np.issubdtype(adata.X.dtype, np.floating):
+        adata.X = adata.X.astype(np.float32)
+    adata.layers[KEYS.COUNTS] = adata.X.copy()
+    _warn_empty_cells(adata.X)
+
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+    selected = _select_highly_variable(adata, n_top_genes)
+    if scale:
+        _scale_in_place(adata, max_value)
+    adata.uns[KEYS.PREPROCESS] = {
+        "raw_counts": True,
+        "n_features_in": int(n_features_in),
+        "n_constant_dropped": int(n_constant),
+        "target_sum": float(target_sum),
+        "log1p": True,
+        "n_top_genes": None if n_top_genes is None else int(n_top_genes),
+        "highly_variable_flavor": "seurat" if selected else None,
+        "scaled": bool(scale),
+        "max_value": None if max_value is None or not scale else float(max_value),
+        "std_ddof": 1 if scale else None,
+        "counts_layer": KEYS.COUNTS,
+        "n_features_out": int(adata.n_vars),
+        "sivae_version": _version(),
+    }
+    return adata if copy else None
+
+
+def scale_features(
+    adata: AnnData, *, max_value: float | None = 10.0, copy: bool = False
+) -> AnnData | None:
+    """Z-score each feature of ``adata.X``: subtract its mean, divide by its standard deviation.
+
+    The z-score step of `preprocess` alone, for data that are already normalised and
+    log-transformed (e.g. scanpy's ``pbmc68k_reduced().raw``). The standard deviation uses
+    ``ddof=1``, as `scanpy.pp.scale` does; a constant feature's is taken as 1, so it becomes 0.
+    The result is dense: centring removes sparsity.
+
+    Parameters
+    ----------
+    adata
+        Cells x features in ``adata.X`` (dense or sparse, in memory), at least 2 cells.
+    max_value
+        Clip z-scores to [-max_value, max_value]; None for no clipping.
+    copy
+        Work on and return a copy instead of changing ``adata`` in place.
+
+    Returns
+    -------
+    AnnData or None
+        The scaled copy if ``copy``, else None. Writes ``adata.X`` (float32, dense),
+        ``adata.var[KEYS.FEATURE_MEAN]`` and ``adata.var[KEYS.FEATURE_STD]`` (the values used),
+        and the keys ``"scaled"``, ``"max_value"`` and ``"std_ddof"`` of
+        ``adata.uns[KEYS.PREPROCESS]``.
+
+    Raises
+    ------
+    InputError
+        If ``max_value`` is not positive, ``adata`` is backed, empty or has a single cell, or
+        ``adata.X`` holds NaN or infinite values.
+    """
+    _check_max_value(max_value)
+    if adata.isbacked:
+        raise InputError(
+            "scale_features needs the data in memory, but adata is backed; load it with "
+            "adata = adata.to_memory() first"
+        )
+    if copy:
+        adata = adata.copy()
+    check_not_empty(adata)
+    check_finite(adata.X, "adata.X")
+    _scale_in_place(adata, max_value)
+    record = dict(adata.uns.get(KEYS.PREPROCESS, {}))
+    record.update(
+        scaled=True,
+        max_value=None if max_value is None else float(max_value),
+        std_ddof=1,
+        sivae_version=_version(),
+    )
+    adata.uns[KEYS.PREPROCESS] = record
+    return adata if copy else None
+
+
+def _scale_in_place(adata: AnnData, max_value: float | None) -> None:
+    if adata.n_obs < 2:
+        raise InputError(
+            f"adata has {adata.n_obs} cell, too few to estimate a standard deviation; "
+            "z-scoring needs at least 2 cells"
+        )
+    X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    X = X.astype(np.float32, copy=not sp.issparse(adata.X))
+    mean = X.mean(axis=0, dtype=np.float64)  # (n_features,)
+    std = X.std(axis=0, ddof=1, dtype=np.float64)
+    std[std == 0] = 1.0
+    X -= mean.astype(np.float32)
+    X /= std.astype(np.float32)
+    if max_value is not None:
+        np.clip(X, -max_value, max_value, out=X)
+    adata.X = X
+    adata.var[KEYS.FEATURE_MEAN] = mean
+    adata.var[KEYS.FEATURE_STD] = std
+
+
+def _drop_constant_features(adata: AnnData, *, drop: bool) -> int:
+    mask = constant_features(adata.X)
+    n_constant = int(mask.sum())
+    if n_constant == 0:
+        return 0
+    if n_constant == adata.n_vars:
+        raise InputError(
+            f"all {n_constant} features of adata.X are constant across cells; "
+            "check that the matrix holds the expression data"
+        )
+    if not drop:
+        raise InputError(
+            f"{n_constant} of {adata.n_vars} features are constant across cells (all-zero "
+            "included); remove them or pass drop_constant=True"
+        )
+    warnings.warn(
+        f"dropped {n_constant} of {adata.n_vars} features that are constant across cells "
+        "(all-zero included)",
+        UserWarning,
+        stacklevel=3,
+    )
+    adata._inplace_subset_var(~mask)
+    return n_constant
+
+
+def _warn_empty_cells(X: Any) -> None:
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    n_empty = int(np.count_nonzero(totals == 0))
+    if n_empty:
+        warnings.warn(
+            f"{n_empty} cells have no counts in the kept features; they stay all-zero after "
+            "normalisation (remove them with scanpy.pp.filter_cells(adata, min_counts=1))",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _select_highly_variable(adata: AnnData, n_top_genes: int | None) -> bool:
+    if n_top_genes is None or n_top_genes >= adata.n_vars:
+        return False
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat")
+    adata._inplace_subset_var(adata.var[KEYS.HIGHLY_VARIABLE].to_numpy())
+    return True
+
+
+def _check_preprocess_args(
+    n_top_genes: int | None, target_sum: float, max_value: float | None
+) -> None:
+    if n_top_genes is not None and (
+        not isinstance(n_top_genes, (int, np.integer)) or n_top_genes < 1
+    ):
+        raise InputError(f"n_top_genes must be a positive integer or None, got {n_top_genes!r}")
+    if not (isinstance(target_sum, (int, float, np.number)) and target_sum > 0):
+        raise InputError(f"target_sum must be a positive number, got {target_sum!r}")
+    _check_max_value(max_value)
+
+
+def _check_max_value(max_value: float | None) -> None:
+    if max_value is not None and not (
+        isinstance(max_value, (int, float, np.number)) and max_value > 0
+    ):
+        raise InputError(f"max_value must be a positive number or None, got {max_value!r}")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sivae")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
