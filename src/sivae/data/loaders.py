@@ -1,0 +1,116 @@
+"""Minibatches of cells x features, densified one block at a time.
+
+The trainer asks a source for rows by index and a sampler for (cell batch, feature batch) pairs,
+so sparse, on-disk and multi-process inputs change these two pieces and nothing above them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+class CellMatrix:
+    """Rows of an in-memory cells x features matrix (dense or sparse), as float32 tensors.
+
+    A dense matrix is held once as a torch tensor and indexed without copies; a sparse one stays
+    sparse and only the requested rows are densified.
+    """
+
+    def __init__(self, X: Any) -> None:
+        if sp.issparse(X):
+            self._sparse = sp.csr_matrix(X, dtype=np.float32)
+            self._dense = None
+        else:
+            self._sparse = None
+            self._dense = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.shape = tuple(X.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.shape[1]
+
+    def rows(self, idx: np.ndarray) -> torch.Tensor:
+        """Dense float32 rows ``idx``, (len(idx), F)."""
+        if self._dense is not None:
+            return self._dense[torch.from_numpy(np.asarray(idx, dtype=np.int64))]
+        return torch.from_numpy(self._sparse[idx].toarray())
+
+    def row_sums(self) -> np.ndarray:
+        """Per-cell totals (library sizes for count data), (C,)."""
+        if self._dense is not None:
+            return self._dense.sum(1).numpy()
+        return np.asarray(self._sparse.sum(1)).ravel()
+
+
+class BlockSampler:
+    """Shuffled (cell batch, feature batch) index pairs for one epoch at a time.
+
+    Cells are shuffled once per epoch and cut into batches; each step pairs its cells with the next
+    slice of a shuffled feature order, so every feature is scored equally often. With
+    ``world_size > 1`` each rank takes every world_size-th batch, as a DistributedSampler would.
+    The generator's state is saved in checkpoints, so a resumed run continues the same sequence.
+    """
+
+    def __init__(
+        self,
+        cells: np.ndarray,
+        n_features: int,
+        *,
+        batch_size: int,
+        feature_batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.cells = np.asarray(cells, dtype=np.int64)
+        self.n_features = n_features
+        self.batch_size = batch_size
+        self.feature_batch_size = min(feature_batch_size, n_features)
+        self.rank, self.world_size = rank, world_size
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def all_features(self) -> bool:
+        return self.feature_batch_size >= self.n_features
+
+    def steps_per_epoch(self) -> int:
+        n_batches = -(-len(self.cells) // self.batch_size)
+        return len(range(self.rank, n_batches, self.world_size))
+
+    def cell_batches(self) -> list[np.ndarray]:
+        order = self.cells[self.rng.permutation(len(self.cells))]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < 2:
+            batches.pop()  # a batch of one cell gives a degenerate gradient estimate
+        return batches[self.rank :: self.world_size]
+
+    def feature_batches(self, n_steps: int) -> list[np.ndarray]:
+        if self.all_features:
+            everything = np.arange(self.n_features)
+            return [everything] * n_steps
+        out: list[np.ndarray] = []
+        while len(out) < n_steps:
+            order = self.rng.permutation(self.n_features)
+            out.extend(
+                np.sort(order[i : i + self.feature_batch_size])
+                for i in range(0, self.n_features - self.feature_batch_size + 1, self.feature_batch_size)
+            )
+        return out[:n_steps]
+
+    def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        cell_batches = self.cell_batches()
+        yield from zip(cell_batches, self.feature_batches(len(cell_batches)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]

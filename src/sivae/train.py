@@ -1,0 +1,308 @@
+"""The three-step trainer: optimisation, early stopping, progress, checkpoints.
+
+It knows modules only through ``phases``, ``phase_parameters(phase)`` and ``loss(batch, phase)``,
+and data only through a row source and a block sampler (data/loaders.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._constants import FILES
+from ._errors import InputError
+from .data.loaders import BlockSampler, CellMatrix
+from .module import Batch, Losses
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is optimised. Epoch counts are passes over the training cells."""
+
+    max_epochs: int = 200
+    # Epochs of steps 1 and 2 (pre-training); None: a quarter of max_epochs, at least 1.
+    pretrain_epochs: int | None = None
+    batch_size: int = 256
+    # Features scored per step; None: all features up to 2,048, else minibatches of 2,048.
+    feature_batch_size: int | None = None
+    learning_rate: float = 1e-3
+    # L2 on weights, as Adam's coupled weight decay (the gradient of l2 * ||W||^2 / 2 per step).
+    l2: float = 1e-3
+    patience: int = 20
+    grad_clip: float = 5.0
+    checkpoint_every: int = 10
+    seed: int = 0
+
+    def epochs_for(self, phase: str, last: bool) -> int:
+        if last:
+            return self.max_epochs
+        return self.pretrain_epochs if self.pretrain_epochs is not None else max(1, self.max_epochs // 4)
+
+
+@dataclass
+class TrainingData:
+    """What the trainer reads: encoder input for all cells, the split, and the feature input."""
+
+    cells: CellMatrix  # scaled values, all cells (training and held out)
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    feature_x: torch.Tensor | None = None  # (F, C_red) input of the feature-wise encoder
+    counts: CellMatrix | None = None  # raw counts, likelihood "nb" only
+
+    @property
+    def n_features(self) -> int:
+        return self.cells.n_features
+
+
+@dataclass
+class _Stopper:
+    patience: int
+    best: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def update(self, loss: float, epoch: int, module: nn.Module) -> bool:
+        """Record the epoch's held-out loss; True when training should stop."""
+        if loss < self.best - 1e-4 * abs(self.best if math.isfinite(self.best) else 0.0):
+            self.best, self.best_epoch, self.bad_epochs = loss, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+
+class Trainer:
+    """Runs a module's training phases in order, each with early stopping on held-out cells."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        data: TrainingData,
+        config: TrainConfig,
+        *,
+        device: torch.device | str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        self.module, self.data, self.config = module, data, config
+        self.device = torch.device(device)
+        self.progress = progress
+        if module.config.likelihood == "nb":
+            fbs = data.n_features  # the softmax of eq. 15 runs over every feature
+        else:
+            fbs = config.feature_batch_size or min(data.n_features, 2048)
+        self.sampler = BlockSampler(
+            data.train_idx, data.n_features, batch_size=config.batch_size,
+            feature_batch_size=fbs, seed=config.seed,
+        )
+        self.history: list[dict[str, Any]] = []
+        self.library = None if data.counts is None else torch.from_numpy(data.counts.row_sums())
+
+    # -- batches --------------------------------------------------------------------------------
+    def _batch(self, cell_idx: np.ndarray | None, feature_idx: np.ndarray) -> Batch:
+        dev = self.device
+        fidx = torch.from_numpy(np.asarray(feature_idx, dtype=np.int64)).to(dev)
+        feature_x = None if self.data.feature_x is None else self.data.feature_x[fidx.cpu()].to(dev)
+        x = target = library = None
+        if cell_idx is not None:
+            x = self.data.cells.rows(cell_idx).to(dev)
+            if self.data.counts is not None:
+                target = self.data.counts.rows(cell_idx)[:, fidx.cpu()].to(dev)
+                library = self.library[torch.from_numpy(cell_idx)].to(dev)
+            else:
+                target = x if self.sampler.all_features else x[:, fidx]
+        return Batch(
+            x=x, target=target, feature_idx=fidx, feature_x=feature_x,
+            n_cells=len(self.data.train_idx), n_features=self.data.n_features, library=library,
+        )
+
+    def _steps(self, phase: str):
+        if phase != "feature":
+            yield from self.sampler.epoch()
+            return
+        # Step 2 sees features only; give it as many steps as a pass over the cells.
+        n = self.sampler.steps_per_epoch()
+        fbs = min(self.data.n_features, 512)
+        for _ in range(n):
+            yield None, np.sort(self.sampler.rng.choice(self.data.n_features, fbs, replace=False))
+
+    # -- one epoch, one evaluation ----------------------------------------------------------------
+    def _train_epoch(self, phase: str, optimizer: torch.optim.Optimizer, params: list) -> dict:
+        self.module.train()
+        sums: dict[str, float] = {}
+        n = 0
+        for cell_idx, feature_idx in self._steps(phase):
+            losses: Losses = self.module.loss(self._batch(cell_idx, feature_idx), phase)
+            optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            if self.config.grad_clip:
+                nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            optimizer.step()
+            for k, v in losses.as_floats().items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def evaluate(self, phase: str) -> float:
+        """Held-out loss of the phase, with a fixed noise seed so epochs compare fairly."""
+        self.module.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed + 1)
+            if phase == "feature":
+                idx = np.arange(self.data.n_features)
+                return self.module.loss(self._batch(None, idx), phase).total.item()
+            total, weight = 0.0, 0
+            fbs = self.sampler.feature_batch_size
+            blocks = [np.arange(s, min(s + fbs, self.data.n_features)) for s in range(0, self.data.n_features, fbs)]
+            for s in range(0, len(self.data.val_idx), self.config.batch_size):
+                cells = self.data.val_idx[s : s + self.config.batch_size]
+                for block in blocks:
+                    loss = self.module.loss(self._batch(cells, block), phase).total.item()
+                    total += loss * len(cells) / len(blocks)
+                weight += len(cells)
+        return total / max(weight, 1)
+
+    # -- the whole run --------------------------------------------------------------------------
+    def _optimizer(self, phase: str) -> tuple[torch.optim.Optimizer, list]:
+        params = [p for p in self.module.phase_parameters(phase) if p.requires_grad]
+        decay = [p for p in params if p.dim() == 2]  # weight matrices; biases and vectors exempt
+        rest = [p for p in params if p.dim() != 2]
+        groups = [
+            {"params": decay, "weight_decay": 2.0 * self.config.l2},
+            {"params": rest, "weight_decay": 0.0},
+        ]
+        return torch.optim.Adam(groups, lr=self.config.learning_rate), params
+
+    def fit(self, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
+        """Train every phase; returns the per-epoch history (also kept in ``self.history``)."""
+        torch.manual_seed(self.config.seed)
+        phases = list(self.module.phases)
+        start = {"phase": 0, "epoch": 0}
+        restored = None
+        if resume:
+            restored = load_checkpoint(checkpoint_dir, self)
+            start = restored["position"]
+        total = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases))
+        done = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases[: start["phase"]])) + start["epoch"]
+        bar = tqdm(total=total, initial=done, disable=not self.progress, unit="epoch", dynamic_ncols=True)
+        try:
+            for i in range(start["phase"], len(phases)):
+                phase = phases[i]
+                n_epochs = self.config.epochs_for(phase, i == len(phases) - 1)
+                optimizer, params = self._optimizer(phase)
+                stopper = _Stopper(self.config.patience)
+                first = 0
+                if restored is not None and i == start["phase"]:
+                    optimizer.load_state_dict(restored["optimizer"])
+                    stopper = restored["stopper"]
+                    first = start["epoch"]
+                    restored = None
+                for epoch in range(first, n_epochs):
+                    t0 = time.perf_counter()
+                    train = self._train_epoch(phase, optimizer, params)
+                    val = self.evaluate(phase)
+                    stop = stopper.update(val, epoch, self.module)
+                    self.history.append({"phase": phase, "epoch": epoch, "val": val,
+                                         "seconds": time.perf_counter() - t0, **train})
+                    bar.set_description(phase)
+                    bar.set_postfix(loss=f"{train['total']:.4g}", val=f"{val:.4g}", refresh=False)
+                    bar.update(1)
+                    last_epoch = stop or epoch == n_epochs - 1
+                    if last_epoch and stopper.best_state is not None:
+                        self.module.load_state_dict(stopper.best_state)  # keep the best epoch
+                    if checkpoint_dir and (last_epoch or (epoch + 1) % self.config.checkpoint_every == 0):
+                        nxt = {"phase": i + 1, "epoch": 0} if last_epoch else {"phase": i, "epoch": epoch + 1}
+                        save_checkpoint(checkpoint_dir, self, optimizer, stopper, nxt)
+                    if stop:
+                        bar.update(n_epochs - epoch - 1)
+                        break
+        finally:
+            bar.close()
+        return self.history
+
+
+# -- checkpoints: safetensors + JSON, written atomically, never unpickled -------------------------
+def save_checkpoint(directory, trainer: Trainer, optimizer, stopper: _Stopper, position: dict) -> None:
+    """Write everything a resumed run needs; the folder is replaced in one rename."""
+    directory = Path(directory)
+    tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in trainer.module.state_dict().items()}
+    if stopper.best_state is not None:
+        tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in stopper.best_state.items()})
+    opt = optimizer.state_dict()
+    opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
+    for pid, state in opt["state"].items():
+        opt_meta["state"][str(pid)] = []
+        for key, value in state.items():
+            tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            opt_meta["state"][str(pid)].append(key)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "position": position,
+        "optimizer": opt_meta,
+        "stopper": {k: v for k, v in asdict(stopper).items() if k != "best_state"},
+        "sampler": trainer.sampler.state_dict(),
+        "history": trainer.history,
+        "train_config": asdict(trainer.config),
+        "world_size": trainer.sampler.world_size,
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    save_file(tensors, str(tmp / FILES.CHECKPOINT_TENSORS))
+    (tmp / FILES.CHECKPOINT_META).write_text(json.dumps(meta))
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory, trainer: Trainer) -> dict[str, Any]:
+    """Restore module, RNGs, sampler and history; return what fit() needs to continue."""
+    if directory is None:
+        raise InputError("resume=True needs a checkpoint_dir to resume from; pass checkpoint_dir")
+    directory = Path(directory)
+    meta_path, tensor_path = directory / FILES.CHECKPOINT_META, directory / FILES.CHECKPOINT_TENSORS
+    if not meta_path.is_file() or not tensor_path.is_file():
+        raise InputError(f"no checkpoint in {directory}; train without resume first, or point to the folder of an earlier run")
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(tensor_path))
+    except Exception as err:  # a truncated or foreign file
+        raise InputError(f"the checkpoint in {directory} is unreadable ({err}); delete it and train afresh") from err
+    if meta.get("world_size", 1) != trainer.sampler.world_size:
+        raise InputError(
+            f"the checkpoint in {directory} was written by {meta['world_size']} processes but this run has "
+            f"{trainer.sampler.world_size}; resume with the same number of processes"
+        )
+    module_state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+    try:
+        trainer.module.load_state_dict(module_state)
+    except RuntimeError as err:
+        raise InputError(f"the checkpoint in {directory} belongs to a different model or data set; use a new checkpoint_dir") from err
+    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+    stopper = _Stopper(**meta["stopper"], best_state=best or None)
+    opt_state = {int(pid): {key: tensors[f"optim.{pid}.{key}"] for key in keys}
+                 for pid, keys in meta["optimizer"]["state"].items()}
+    torch.set_rng_state(tensors["rng.torch"])
+    trainer.sampler.load_state_dict(meta["sampler"])
+    trainer.history = meta["history"]
+    return {
+        "position": meta["position"],
+        "optimizer": {"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]},
+        "stopper": stopper,
+    }
