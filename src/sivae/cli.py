@@ -1,0 +1,383 @@
+"""The ``sivae`` command: ``fit`` a model to a file, ``embed`` new cells with it, run the ``demo``.
+
+Bad input ends the command with one line, ``sivae: error: <sentence>``, and exit status 2; output
+paths are checked before any training, so a refused run has done nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sivae._constants import FILES, KEYS
+from sivae._errors import InputError
+
+_EXIT_BAD_INPUT = 2
+# errors that mean "the input or a path is wrong": one line, no traceback
+_BAD_INPUT = (InputError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sivae`` command line.
+
+    Parameters
+    ----------
+    argv
+        Arguments after the program name; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on bad arguments or bad input, 130 when interrupted.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse has printed usage and its one-line error (or --help)
+        return stop.code if isinstance(stop.code, int) else _EXIT_BAD_INPUT
+    try:
+        return args.run(args)
+    except _BAD_INPUT as err:
+        print(f"sivae: error: {_sentence(err)}", file=sys.stderr)
+        return _EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("sivae: interrupted; outputs are only ever written whole, so none is half-written",
+              file=sys.stderr)
+        return _EXIT_INTERRUPTED
+
+
+def _sentence(err: BaseException) -> str:
+    # one line, whatever the exception carries
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.strerror or type(err).__name__}: {os.fsdecode(err.filename)!r}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+# -- arguments ------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sivae",
+        description="siVAE: interpretable cell and feature embeddings for single-cell data.",
+    )
+    from sivae import __version__
+
+    parser.add_argument("--version", action="version", version=f"sivae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,embed,demo}")
+    _add_fit(sub)
+    _add_embed(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive layer widths such as 64,32; got {text!r}"
+        )
+    return sizes
+
+
+def _add_fit(sub: Any) -> None:
+    p = sub.add_parser(
+        "fit", help="preprocess a cells x features file, train siVAE, write the result",
+        description="Read IN, preprocess it (unless --no-preprocess), train siVAE and write an "
+        "h5ad with obsm['X_sivae'], varm['sivae_loadings'], var['sivae_centrality'], uns['sivae'].",
+    )
+    p.add_argument("input", metavar="IN", help=".h5ad, 10x .h5, 10x mtx folder, .csv/.tsv or .loom")
+    p.add_argument("-o", "--output", metavar="OUT.h5ad", required=True, help="h5ad file to write")
+    p.add_argument("--model-dir", metavar="DIR", help="also save the trained model to this folder")
+    p.add_argument("--n-latent", type=_positive_int, default=2, metavar="K",
+                   help="size of both embeddings (default 2)")
+    p.add_argument("--gamma", type=_non_negative_float, default=0.05, metavar="G",
+                   help="weight of the interpretability term; 0 turns it off (default 0.05)")
+    p.add_argument("--likelihood", choices=("gaussian", "nb"), default="gaussian",
+                   help="gaussian on scaled data, or nb on raw counts")
+    p.add_argument("--linear", action="store_true", help="siVAE-linear: linear decoders")
+    p.add_argument("--hidden", type=_hidden, metavar="W1,W2,...",
+                   help="encoder widths (default 1024,512,128); the decoder mirrors them")
+    p.add_argument("--c-red", type=_positive_int, metavar="N", help="values per feature fed to "
+                   "the feature-wise encoder (default 100)")
+    p.add_argument("--epochs", type=_positive_int, default=200, metavar="N",
+                   help="joint-training epochs (default 200)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="cells per step (default 256)")
+    p.add_argument("--learning-rate", type=_positive_float, metavar="LR",
+                   help="Adam's rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
+    p.add_argument("--n-top-genes", type=_positive_int, default=2000, metavar="N",
+                   help="highly variable features kept by preprocessing (default 2000)")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="IN is already normalised and z-scored: use adata.X as it is")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="write a checkpoint here while training")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--force", action="store_true", help="overwrite OUT and --model-dir")
+    p.set_defaults(run=_fit)
+
+
+def _add_embed(sub: Any) -> None:
+    p = sub.add_parser(
+        "embed", help="embed new cells with a saved model",
+        description="Load the model in MODEL_DIR, embed the cells of IN (preprocessed like the "
+        "training data unless --no-preprocess) and write them with the embedding in obsm.",
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="folder from `sivae fit --model-dir`")
+    p.add_argument("input", metavar="IN", help="cells measured on the model's features")
+    p.add_argument("-o", "--output", metavar="OUT.h5ad", required=True, help="h5ad file to write")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="IN is already normalised and z-scored like the training data")
+    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
+    p.add_argument("--force", action="store_true", help="overwrite OUT")
+    p.set_defaults(run=_embed)
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo", help="a few-minute tour on offline data (hubs; PBMC cell types)",
+        description="Train siVAE on a simulated gene network and on 700 PBMCs, write h5ad files "
+        "and figures, and print the hub and embedding scores.",
+    )
+    p.add_argument("--out", default="sivae_demo", metavar="DIR", help="output folder")
+    p.add_argument("--epochs", type=_positive_int, metavar="N",
+                   help="training epochs of both models (default: a few minutes' worth)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--force", action="store_true", help="overwrite outputs in DIR")
+    p.set_defaults(run=_demo)
+
+
+# -- checks ---------------------------------------------------------------------------------------
+def _check_output(path: str | os.PathLike[str], *, force: bool, what: str, folder: bool) -> Path:
+    """Refuse an output path now rather than after training: exists, wrong kind, not writable."""
+    p = Path(path)
+    if not folder and p.suffix.lower() != ".h5ad":
+        raise InputError(f"{what} {str(p)!r} must end in .h5ad")
+    if not folder and p.is_dir():
+        raise InputError(f"{what} {str(p)!r} is a folder; give a file name such as out.h5ad")
+    if folder and p.exists() and not p.is_dir():
+        raise InputError(f"{what} {str(p)!r} exists and is not a folder")
+    if p.exists() and not force:
+        raise InputError(f"{what} {str(p)!r} exists; pass --force to overwrite it")
+    _check_writable(p, what)
+    return p
+
+
+def _check_writable(p: Path, what: str) -> None:
+    # the nearest existing folder above p must let us create p (and any folders between)
+    ancestor = p.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {str(p)!r}: {str(ancestor)!r} is not writable")
+
+
+def _check_input(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input {path!r} does not exist; check the path")
+    return p
+
+
+# -- commands -------------------------------------------------------------------------------------
+def _fit(args: argparse.Namespace) -> int:
+    from sivae import SIVAE, read
+    from sivae.data.io import write_h5ad
+
+    source = _check_input(args.input)
+    out = _check_output(args.output, force=args.force, what="output", folder=False)
+    model_dir = None
+    if args.model_dir is not None:
+        model_dir = _check_output(args.model_dir, force=args.force, what="--model-dir", folder=True)
+    if args.resume and args.checkpoint_dir is None:
+        raise InputError("--resume needs --checkpoint-dir, the folder holding the checkpoint")
+    if args.checkpoint_dir is not None:
+        checkpoints = Path(args.checkpoint_dir)
+        if checkpoints.exists() and not checkpoints.is_dir():
+            raise InputError(f"--checkpoint-dir {args.checkpoint_dir!r} exists and is not a folder")
+        _check_writable(checkpoints / FILES.CHECKPOINT_META, "--checkpoint-dir")
+    adata = read(source)
+    if not args.no_preprocess:
+        adata = _preprocess(adata, n_top_genes=args.n_top_genes)
+    model = SIVAE(adata, **_model_options(args))
+    model.train(max_epochs=args.epochs, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                progress=not args.no_progress)
+    write_h5ad(model.adata, out, force=args.force)
+    if model_dir is not None:
+        model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+        model.save(model_dir, overwrite=args.force)
+        _save_preprocessing(model.adata, model_dir, preprocessed=not args.no_preprocess)
+    keys = model.keys
+    saved = f"; model saved to {model_dir}" if model_dir is not None else ""
+    print(f"wrote {out}: {adata.n_obs} cells x {adata.n_vars} features; obsm"
+          f"[{keys.cell_embedding!r}], varm[{keys.loadings!r}], var[{keys.centrality!r}]{saved}")
+    return 0
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "n_latent": args.n_latent, "gamma": args.gamma, "likelihood": args.likelihood,
+        "linear": args.linear, "seed": args.seed, "device": args.device,
+    }
+    if args.hidden is not None:
+        options["encoder_hidden"] = args.hidden
+        options["decoder_hidden"] = tuple(reversed(args.hidden))
+    optional = {
+        "c_red": args.c_red, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+    }
+    options.update({key: value for key, value in optional.items() if value is not None})
+    return options
+
+
+def _preprocess(adata: Any, *, n_top_genes: int) -> Any:
+    from sivae import pp
+
+    try:
+        result = pp.preprocess(adata, n_top_genes=n_top_genes)
+    except InputError as err:  # point command-line users to the flag, not the Python function
+        hint = "pass --no-preprocess (z-score them per feature first)"
+        raise InputError(str(err).replace("use sivae.pp.scale_features instead", hint)) from err
+    return adata if result is None else result
+
+
+def _save_preprocessing(adata: Any, model_dir: Path, *, preprocessed: bool) -> None:
+    """Record beside the model how its training cells were preprocessed, for `sivae embed`."""
+    record: dict[str, Any] = {"preprocessed": preprocessed}
+    if preprocessed:
+        info = adata.uns[KEYS.PREPROCESS]
+        record.update(
+            target_sum=float(info["target_sum"]), max_value=info["max_value"],
+            features=[str(f) for f in adata.var_names],
+            feature_mean=[float(v) for v in adata.var[KEYS.FEATURE_MEAN]],
+            feature_std=[float(v) for v in adata.var[KEYS.FEATURE_STD]],
+        )
+    path = model_dir / FILES.PREPROCESS
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from sivae import load_model, read
+    from sivae.data.io import write_h5ad
+    from sivae.model import read_model_files
+
+    model_path = Path(args.model_dir)
+    if not model_path.is_dir():
+        raise InputError(f"model folder {args.model_dir!r} does not exist; train one with "
+                         "`sivae fit IN -o OUT.h5ad --model-dir DIR`")
+    source = _check_input(args.input)
+    out = _check_output(args.output, force=args.force, what="output", folder=False)
+    meta, _ = read_model_files(model_path)
+    record = None if args.no_preprocess else _read_preprocessing(model_path)
+    adata = read(source)
+    features = [str(name) for name in meta["feature_names"]]
+    known = set(map(str, adata.var_names))
+    missing = [name for name in features if name not in known]
+    if missing:
+        raise InputError(f"{len(missing)} of the model's {len(features)} features are missing "
+                         f"from {args.input!r} (e.g. {missing[0]!r}); embed cells measured on them")
+    cells = _prepare_cells(adata, features, record)
+    model = load_model(model_path, cells, device=args.device)
+    cells.obsm[model.keys.cell_embedding] = model.get_cell_embedding()
+    write_h5ad(cells, out, force=args.force)
+    print(f"wrote {out}: {cells.n_obs} cells embedded in obsm[{model.keys.cell_embedding!r}]")
+    return 0
+
+
+def _read_preprocessing(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / FILES.PREPROCESS
+    if not path.is_file():
+        raise InputError(
+            f"{str(model_dir)!r} has no {FILES.PREPROCESS} (it was not saved by `sivae fit`), so "
+            "the training preprocessing is unknown; preprocess IN yourself and pass --no-preprocess"
+        )
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as err:
+        raise InputError(f"{str(path)!r} is corrupt ({err}); re-run `sivae fit`") from err
+    needed = ("features", "feature_mean", "feature_std", "target_sum", "max_value")
+    if not isinstance(record, dict) or "preprocessed" not in record or (
+        record["preprocessed"] and any(key not in record for key in needed)
+    ):
+        raise InputError(f"{str(path)!r} is incomplete; re-run `sivae fit`")
+    return record
+
+
+def _prepare_cells(adata: Any, features: list[str], record: dict[str, Any] | None) -> Any:
+    """The model's features of ``adata``, transformed as the training cells were."""
+    import numpy as np
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    from sivae.data.validate import check_counts, check_unique_names
+
+    check_unique_names(adata)
+    if record is None or not record["preprocessed"]:
+        return adata[:, features].copy()
+    position = {name: i for i, name in enumerate(record["features"])}
+    if any(name not in position for name in features):
+        raise InputError(f"{FILES.PREPROCESS} does not match the model's features; re-run fit")
+    check_counts(adata.X, "adata.X", hint="`sivae embed` expects raw counts, as `sivae fit` did; "
+                 "pass --no-preprocess for data already scaled like the training data")
+    cells = adata.copy()
+    cells.X = cells.X.astype(np.float32)
+    counts = cells[:, features].X.copy()
+    sc.pp.normalize_total(cells, target_sum=record["target_sum"])  # over all genes, as in fit
+    sc.pp.log1p(cells)
+    cells = cells[:, features].copy()
+    cells.layers[KEYS.COUNTS] = counts
+    X = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X)
+    order = [position[name] for name in features]
+    mean = np.asarray(record["feature_mean"], dtype=np.float32)[order]
+    std = np.asarray(record["feature_std"], dtype=np.float32)[order]
+    X = (X - mean) / std
+    if record["max_value"] is not None:
+        X = np.clip(X, -record["max_value"], record["max_value"])
+    cells.X = X.astype(np.float32)
+    return cells
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sivae.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs, force=args.force, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,121 @@
+"""Figures from a hand-built AnnData (no training): files exist, are valid, hubs are marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+from matplotlib.figure import Figure
+from matplotlib.image import imread
+
+from sivae import plot
+from sivae._constants import KEYS
+from sivae._errors import InputError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def adata() -> AnnData:
+    rng = np.random.default_rng(0)
+    n_cells, n_genes = 60, 30
+    data = AnnData(rng.standard_normal((n_cells, n_genes)).astype(np.float32))
+    data.var_names = [f"gene{i}" for i in range(n_genes)]
+    data.obs["cell_type"] = pd.Categorical(np.repeat(["B", "T", "NK"], n_cells // 3))
+    data.obs["depth"] = rng.uniform(size=n_cells)
+    data.obsm[KEYS.CELL_EMBEDDING] = rng.standard_normal((n_cells, 2))
+    data.varm[KEYS.LOADINGS] = rng.standard_normal((n_genes, 3))
+    data.var["community"] = pd.Categorical(np.repeat(["community_0", "community_1", "isolated"], 10))
+    data.var["is_hub"] = np.isin(np.arange(n_genes), [0, 10])
+    data.var[KEYS.CENTRALITY] = np.linspace(0.0, 0.9, n_genes)[::-1]  # gene0 most central
+    return data
+
+
+def _is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == PNG_MAGIC and imread(path).ndim == 3
+
+
+def _texts(fig: Figure) -> set[str]:
+    return {t.get_text() for t in fig.axes[0].texts}
+
+
+def test_cell_embedding_writes_png(adata, tmp_path):
+    path = tmp_path / "cells.png"
+    fig = plot.cell_embedding(adata, color="cell_type", path=path)
+    assert isinstance(fig, Figure)
+    assert _is_png(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.png"]  # no temp file left
+
+
+@pytest.mark.parametrize("color", ["depth", "gene3"])
+def test_cell_embedding_numeric_and_gene_colours(adata, tmp_path, color):
+    path = tmp_path / f"{color}.svg"
+    plot.cell_embedding(adata, color=color, path=path)
+    assert b"<svg" in path.read_bytes()[:2000]
+
+
+def test_feature_embedding_marks_planted_hubs(adata, tmp_path):
+    path = tmp_path / "features.png"
+    fig = plot.feature_embedding(adata, color="community", highlight="is_hub", path=path)
+    assert _is_png(path)
+    assert _texts(fig) == {"gene0", "gene10"}
+
+
+def test_feature_embedding_defaults_to_top_central_features(adata):
+    fig = plot.feature_embedding(adata, dims=(1, 2))
+    assert _texts(fig) == {f"gene{i}" for i in range(10)}
+    del adata.var[KEYS.CENTRALITY]
+    assert _texts(plot.feature_embedding(adata)) == set()
+
+
+def test_centrality_plot_sorted_with_hubs(adata, tmp_path):
+    path = tmp_path / "centrality.png"
+    fig = plot.centrality(adata, color="community", highlight=["gene10", "gene29"], path=path)
+    assert _is_png(path)
+    assert _texts(fig) == {"gene10", "gene29"}
+    xs = [t.xy[0] for t in fig.axes[0].texts]
+    assert sorted(xs) == [11, 30]  # ranks: gene10 is the 11th most central, gene29 the last
+
+
+def test_draws_into_given_axes(adata):
+    fig = Figure()
+    ax1, ax2 = fig.subplots(1, 2)
+    assert plot.cell_embedding(adata, color="cell_type", ax=ax2) is fig
+    assert ax2.collections and not ax1.collections
+
+
+def test_interrupted_save_leaves_nothing(adata, tmp_path, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(RuntimeError):
+        plot.centrality(adata, path=tmp_path / "c.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda a, d: plot.cell_embedding(a, color="cell_type", basis="umap"), "run model.train"),
+        (lambda a, d: plot.cell_embedding(a, color="nope"), "neither a column"),
+        (lambda a, d: plot.cell_embedding(a, color="cell_type", dims=(0, 5)), "dims must be"),
+        (lambda a, d: plot.feature_embedding(a, key="missing"), "run model.train"),
+        (lambda a, d: plot.feature_embedding(a, highlight=["nope"]), "unknown features"),
+        (lambda a, d: plot.feature_embedding(a, highlight="community"), "must be boolean"),
+        (lambda a, d: plot.centrality(a, path=d / "c.jpg"), "must end in .png"),
+        (lambda a, d: plot.centrality(a, path=d / "missing" / "c.png"), "does not exist"),
+    ],
+)
+def test_bad_input_is_refused(adata, tmp_path, call, match):
+    with pytest.raises(InputError, match=match):
+        call(adata, tmp_path)
+
+
+def test_centrality_needs_training(adata):
+    del adata.var[KEYS.CENTRALITY]
+    with pytest.raises(InputError, match=r"run model.train\(\) first"):
+        plot.centrality(adata)
