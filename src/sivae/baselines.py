@@ -12,8 +12,16 @@ import numpy as np
 import torch
 from anndata import AnnData
 
+from ._errors import InputError
 from .model import BaseModel
 from .module import CellVAE
+
+
+def _refuse_fixed(cls: type, kwargs: dict[str, Any], fixed: tuple[str, ...]) -> None:
+    given = sorted(set(kwargs) & set(fixed))
+    if given:
+        raise InputError(f"{cls.__name__} fixes {', '.join(given)} by definition; drop the "
+                         "argument, or use sivae.SIVAE for that variant")
 
 
 class VAE(BaseModel):
@@ -27,6 +35,7 @@ class VAE(BaseModel):
 
     def __init__(self, adata: AnnData, *, n_latent: int = 2, likelihood: str = "gaussian",
                  device: str = "auto", **kwargs: Any) -> None:
+        _refuse_fixed(VAE, kwargs, ("gamma",))
         super().__init__(adata, n_latent=n_latent, likelihood=likelihood, gamma=0.0, device=device, **kwargs)
 
     def _build_module(self) -> torch.nn.Module:
@@ -43,6 +52,7 @@ class LDVAE(BaseModel):
     _name = "ldvae"
 
     def __init__(self, adata: AnnData, *, n_latent: int = 2, device: str = "auto", **kwargs: Any) -> None:
+        _refuse_fixed(LDVAE, kwargs, ("likelihood", "linear", "gamma"))
         super().__init__(adata, n_latent=n_latent, likelihood="nb", linear=True, gamma=0.0,
                          device=device, **kwargs)
 

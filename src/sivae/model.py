@@ -70,7 +70,7 @@ class ModelConfig:
             raise InputError(f"variance must be one of {VARIANCES}, got {self.variance!r}")
         if self.feature_input not in FEATURE_INPUT_METHODS:
             raise InputError(f"feature_input must be one of {FEATURE_INPUT_METHODS}, got {self.feature_input!r}")
-        if self.gamma < 0:
+        if not self.gamma >= 0:  # also refuses nan
             raise InputError(f"gamma must be >= 0, got {self.gamma}")
         if not 0.0 <= self.holdout_fraction < 0.5:
             raise InputError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}")
@@ -107,6 +107,8 @@ class BaseModel:
         _feature_x: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(adata, AnnData):
+            raise InputError(f"expected an AnnData, got {type(adata).__name__}; read files with sivae.read()")
         names = {f.name for f in fields(ModelConfig)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
@@ -156,9 +158,7 @@ class BaseModel:
     def _split(self, adata: AnnData) -> None:
         rng = np.random.default_rng(self.config.seed)
         order = rng.permutation(adata.n_obs)
-        n_val = int(round(self.config.holdout_fraction * adata.n_obs))
-        if self.config.holdout_fraction > 0:
-            n_val = max(n_val, 2)
+        _, n_val = validate.split_sizes(adata.n_obs, self.config.holdout_fraction)
         self.val_idx, self.train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
 
     def _feature_input(self, adata: AnnData) -> torch.Tensor:
@@ -202,7 +202,8 @@ class BaseModel:
         max_epochs
             Passes over the training cells in the last (joint) step.
         pretrain_epochs
-            Passes in each pre-training step; None: a quarter of ``max_epochs``.
+            Limit on passes in each pre-training step, which stops early on held-out cells like
+            the joint step; None: ``max_epochs``.
         checkpoint_dir
             Folder for a checkpoint written every ``checkpoint_every`` epochs (atomically).
         resume
@@ -245,6 +246,8 @@ class BaseModel:
     @torch.no_grad()
     def _embed_matrix(self, X: Any) -> np.ndarray:
         self.module.eval()
+        if X.shape[0] == 0:
+            return np.zeros((0, self.config.n_latent), dtype=np.float32)
         out = [self.module.cell_embedding(self._cells_tensor(X, np.arange(s, min(s + _CHUNK, X.shape[0])))).cpu()
                for s in range(0, X.shape[0], _CHUNK)]
         return torch.cat(out).numpy()
@@ -349,6 +352,8 @@ class BaseModel:
         The folder is written under a temporary name and renamed, so it is whole or absent.
         """
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} exists and is not a folder; choose another path for the model")
         if path.exists() and not overwrite:
             raise InputError(f"{path} exists; pass overwrite=True (--force on the command line) to replace it")
         parent = path.resolve().parent
@@ -383,8 +388,9 @@ class BaseModel:
             raise InputError(f"expected an AnnData, got {type(adata).__name__}")
         current = np.asarray(adata.var_names, dtype=str)
         if len(saved) != len(current) or not np.array_equal(saved, current):
-            diff = len(np.setxor1d(saved, current))
-            hint = "reorder it with adata[:, features]" if diff == 0 else f"{diff} feature names differ"
+            missing, extra = len(np.setdiff1d(saved, current)), len(np.setdiff1d(current, saved))
+            hint = ("reorder it with adata[:, features]" if missing == extra == 0
+                    else f"{missing} of the model's features are missing and {extra} are new")
             raise InputError(f"the data's features do not match the model's ({hint}); use the data the model was trained on")
         cfg = dict(meta["config"])
         for key in ("encoder_hidden", "decoder_hidden"):
@@ -411,8 +417,13 @@ def read_model_files(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
         raise InputError(f"{path} is not a saved sivae model (it needs {FILES.CONFIG} and {FILES.WEIGHTS})")
     try:
         meta = json.loads(config_path.read_text())
-        if not all(k in meta for k in ("model", "config", "feature_names")):
-            raise ValueError("missing keys")
+        if not isinstance(meta, dict) or not all(k in meta for k in ("model", "config", "feature_names")):
+            raise ValueError("it lacks the keys model, config and feature_names")
+        if not isinstance(meta["config"], dict) or not isinstance(meta["feature_names"], list):
+            raise ValueError("config must be an object and feature_names a list")
+        unknown = set(meta["config"]) - {f.name for f in fields(ModelConfig)}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{config_path} is corrupt or not a sivae config ({err}); re-save the model") from err
     try:

@@ -203,13 +203,10 @@ class SIVAEModule(nn.Module):
         mean_v, log_var_v = self.feature_encoder(batch.feature_x)
         v_L = self.feature_decoder(reparameterize(mean_v, log_var_v))  # (f_b, H)
         kl_v = kl_standard_normal(mean_v, log_var_v)  # (f_b,)
+        scale = batch.n_features / len(batch.feature_idx)  # features in the block -> all features
         if phase == "feature":
-            # Step 2: regress the free v_{f,L} learned in step 1 (unit-variance Gaussian).
-            target = self.cell.weight[batch.feature_idx].detach()
-            recon = 0.5 * (v_L - target).pow(2).sum(1).mean()
-            return Losses(recon=recon, kl_cells=torch.zeros(()), kl_features=kl_v.mean())
+            return self._regress_free_weights(batch, v_L, kl_v, scale)
         mean_z, recon, kl_cells = self.cell.cell_terms(batch, v_L)
-        scale = batch.n_features / len(batch.feature_idx)
         losses = Losses(
             recon=recon, kl_cells=kl_cells, kl_features=scale * kl_v.sum() / batch.n_cells
         )
@@ -219,6 +216,25 @@ class SIVAEModule(nn.Module):
             residual = x_block - mean_z @ mean_v.T
             losses.interpretability = self.config.gamma * scale * 0.5 * residual.pow(2).sum(1).mean()
         return losses
+
+    def _regress_free_weights(
+        self, batch: Batch, v_L: torch.Tensor, kl_v: torch.Tensor, scale: float
+    ) -> Losses:
+        """Step 2: the feature-wise VAE learns to stand in for step 1's free v_{f,L}.
+
+        The regression is measured where v_{f,L} acts, on the means it gives the batch's cells,
+        (z_{c,L} . v_{f,L} - z_{c,L} . v_free)^2 with z_{c,L} at the posterior means, not on the
+        raw vectors: z_{c,L} spans few of the H directions, and the free vectors' other
+        directions keep their random initial values, which no network can predict and which do
+        not affect the model. Scaled like the joint objective, so the two steps' losses compare.
+        """
+        with torch.no_grad():
+            z_L = self.cell.decoder(self.cell.encoder(batch.x)[0])  # (B, H)
+            target = z_L @ self.cell.weight[batch.feature_idx].T  # (B, f_b)
+        residual = z_L @ v_L.T - target
+        recon = scale * 0.5 * residual.pow(2).sum(1).mean()
+        return Losses(recon=recon, kl_cells=torch.zeros((), device=recon.device),
+                      kl_features=scale * kl_v.sum() / batch.n_cells)
 
     @torch.no_grad()
     def cell_embedding(self, x: torch.Tensor) -> torch.Tensor:

@@ -81,16 +81,24 @@ class BlockSampler:
     def all_features(self) -> bool:
         return self.feature_batch_size >= self.n_features
 
+    def _n_batches(self) -> int:
+        n = -(-len(self.cells) // self.batch_size)
+        if n > 1 and len(self.cells) % self.batch_size == 1:
+            n -= 1  # the dropped one-cell batch, see cell_batches
+        return n
+
     def steps_per_epoch(self) -> int:
-        n_batches = -(-len(self.cells) // self.batch_size)
-        return len(range(self.rank, n_batches, self.world_size))
+        """Steps this rank takes per epoch; the same on every rank."""
+        return -(-self._n_batches() // self.world_size)
 
     def cell_batches(self) -> list[np.ndarray]:
+        """All ranks' cell batches of one epoch, in order."""
         order = self.cells[self.rng.permutation(len(self.cells))]
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if len(batches) > 1 and len(batches[-1]) < 2:
-            batches.pop()  # a batch of one cell gives a degenerate gradient estimate
-        return batches[self.rank :: self.world_size]
+            # a batch of one cell gives a degenerate gradient estimate; its cell waits an epoch
+            batches.pop()
+        return batches
 
     def feature_batches(self, n_steps: int) -> list[np.ndarray]:
         if self.all_features:
@@ -106,8 +114,17 @@ class BlockSampler:
         return out[:n_steps]
 
     def epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        cell_batches = self.cell_batches()
-        yield from zip(cell_batches, self.feature_batches(len(cell_batches)))
+        """This rank's (cell batch, feature batch) pairs for one epoch.
+
+        Every rank draws the same global sequence from the same generator and keeps its share,
+        so the ranks' generators never drift apart; the sequence is padded by wrapping around,
+        as DistributedSampler pads, so all ranks take the same number of steps.
+        """
+        cells = self.cell_batches()
+        pairs = list(zip(cells, self.feature_batches(len(cells))))
+        padded = self.steps_per_epoch() * self.world_size
+        pairs += pairs[: padded - len(pairs)]
+        yield from pairs[self.rank :: self.world_size]
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}

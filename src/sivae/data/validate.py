@@ -235,8 +235,8 @@ def _sparse_column_min_max(X: sp.csr_matrix | sp.csc_matrix) -> tuple[np.ndarray
     return lo, hi
 
 
-def _split(n_cells: int, holdout_fraction: float) -> tuple[int, int]:
-    # (training, held-out) cells; the held-out count is rounded down
+def split_sizes(n_cells: int, holdout_fraction: float) -> tuple[int, int]:
+    """(training, held-out) cell counts of a model's split; the held-out count is rounded down."""
     n_holdout = math.floor(n_cells * holdout_fraction)
     return n_cells - n_holdout, n_holdout
 
@@ -278,7 +278,7 @@ def check_size(n_cells: int, *, n_latent: int, c_red: int | None, holdout_fracti
     if not 0.0 <= holdout_fraction < 1.0:
         raise InputError(f"holdout_fraction must be in [0, 1), got {holdout_fraction!r}")
     min_train = max(n_latent + 1, c_red or 0, MIN_TRAIN_CELLS)
-    n_train, n_holdout = _split(n_cells, holdout_fraction)
+    n_train, n_holdout = split_sizes(n_cells, holdout_fraction)
     short_holdout = holdout_fraction > 0 and n_holdout < MIN_HOLDOUT_CELLS
     if n_train >= min_train and not short_holdout:
         return
@@ -305,7 +305,7 @@ def _min_cells(min_train: int, holdout_fraction: float) -> int:
     if holdout_fraction > 0:
         n = max(n, math.floor(MIN_HOLDOUT_CELLS / holdout_fraction) - 1)
     while True:
-        n_train, n_holdout = _split(n, holdout_fraction)
+        n_train, n_holdout = split_sizes(n, holdout_fraction)
         if n_train >= min_train and (holdout_fraction == 0 or n_holdout >= MIN_HOLDOUT_CELLS):
             return n
         n += 1
