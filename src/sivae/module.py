@@ -205,17 +205,30 @@ class SIVAEModule(nn.Module):
         kl_v = kl_standard_normal(mean_v, log_var_v)  # (f_b,)
         scale = batch.n_features / len(batch.feature_idx)  # features in the block -> all features
         if phase == "feature":
-            return self._regress_free_weights(batch, v_L, kl_v, scale)
-        mean_z, recon, kl_cells = self.cell.cell_terms(batch, v_L)
-        losses = Losses(
-            recon=recon, kl_cells=kl_cells, kl_features=scale * kl_v.sum() / batch.n_cells
-        )
-        if self.config.gamma > 0 and not self.config.linear:
-            # eq. 13 on the latent means: v_{f,1} . z_{c,1} should approximate X_cf on its own.
-            x_block = batch.x[:, batch.feature_idx]  # (B, f_b)
-            residual = x_block - mean_z @ mean_v.T
-            losses.interpretability = self.config.gamma * scale * 0.5 * residual.pow(2).sum(1).mean()
+            losses = self._regress_free_weights(batch, v_L, kl_v, scale)
+            with torch.no_grad():
+                mean_z = self.cell.encoder(batch.x)[0]  # step 1's cell embedding, fixed
+        else:
+            mean_z, recon, kl_cells = self.cell.cell_terms(batch, v_L)
+            losses = Losses(
+                recon=recon, kl_cells=kl_cells, kl_features=scale * kl_v.sum() / batch.n_cells
+            )
+        losses.interpretability = self._interpretability(batch, mean_z, mean_v, scale)
         return losses
+
+    def _interpretability(
+        self, batch: Batch, mean_z: torch.Tensor, mean_v: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        """Eq. 13 on the latent means: v_{f,1} . z_{c,1} should approximate X_cf on its own.
+
+        Also applied in step 2, against step 1's fixed cell embedding, so the loadings start
+        joint training where the term wants them rather than where the regression left them.
+        """
+        if self.config.gamma == 0 or self.config.linear:
+            return torch.zeros((), device=mean_v.device)
+        x_block = batch.x[:, batch.feature_idx]  # (B, f_b)
+        residual = x_block - mean_z @ mean_v.T
+        return self.config.gamma * scale * 0.5 * residual.pow(2).sum(1).mean()
 
     def _regress_free_weights(
         self, batch: Batch, v_L: torch.Tensor, kl_v: torch.Tensor, scale: float
