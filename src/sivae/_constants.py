@@ -33,6 +33,9 @@ class _Keys:
     IS_HUB: str = "is_hub"
     IS_ISOLATED: str = "is_isolated"
     SIMULATED_NETWORK: str = "simulated_network"
+    # .var / .uns: ground truth and parameters of sivae.data.simulate.simulate_large
+    PROGRAM: str = "program"
+    SIMULATE_LARGE: str = "simulate_large"
 
 
 KEYS = _Keys()

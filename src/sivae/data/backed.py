@@ -1,0 +1,292 @@
+"""Rows of a CSR matrix inside an .h5ad file, read from disk per minibatch.
+
+`BackedCellMatrix` has `loaders.CellMatrix`'s interface, so the trainer and the samplers use an
+on-disk matrix as they use an in-memory one; memory grows with the batch and with 8 bytes per
+cell for the row pointers, never with the matrix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+import torch
+from numpy.typing import ArrayLike
+
+from .._errors import InputError
+
+__all__ = ["BackedCellMatrix"]
+
+# HDF5's chunk cache per dataset: enough to keep the chunks of one batch of a compressed file.
+_CHUNK_CACHE_BYTES = 64 * 2**20
+_ROW_SUMS_STEP = 2**22  # stored values summed per step by row_sums (16 MB of float32)
+
+
+class BackedCellMatrix:
+    """Rows of the CSR ``X`` (or a layer) of an ``.h5ad`` file, read from disk on demand.
+
+    A drop-in for `sivae.data.loaders.CellMatrix`: ``rows(idx)`` returns the requested rows
+    densified as a float32 tensor, in the order of ``idx`` (duplicates allowed), reading only the
+    stored values of those rows. The row pointers (8 bytes per cell) are held in memory; values
+    and column indices stay on disk. Optionally each batch is z-scored per feature from stored
+    means and standard deviations after densifying, so the file can keep raw sparse values.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file whose matrix is stored as CSR (anndata's ``csr_matrix`` encoding),
+        uncompressed or compressed with a filter this h5py can read (gzip, lzf, ...).
+    layer
+        Read ``layers[layer]`` instead of ``X``.
+    scale
+        ``(mean, std)``, each of length F: rows are returned as ``(x - mean) / std``.
+    max_value
+        With ``scale``, clip the z-scores to ``[-max_value, max_value]``.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or not HDF5, the matrix is missing, dense or not CSR, a dataset
+        uses a compression filter that is not available, the stored arrays disagree with the
+        matrix's shape or with ``obs``/``var``, or ``scale`` does not fit the matrix.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        layer: str | None = None,
+        scale: tuple[ArrayLike, ArrayLike] | None = None,
+        max_value: float | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.key = "X" if layer is None else f"layers/{layer}"
+        self._file: h5py.File | None = None
+        self._pid = -1
+        group = self._group()
+        try:
+            self.shape = _check_csr(group, self.path, self.key)
+            _check_annotations(self._handle(), self.path, self.key, self.shape)
+            self._indptr = np.asarray(group["indptr"][:], dtype=np.int64)  # (C + 1,)
+            _check_indptr(self._indptr, group, self.path, self.key)
+        except BaseException:
+            self.close()
+            raise
+        self._mean, self._std = _check_scale(scale, max_value, self.shape[1])
+        self.max_value = max_value
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.shape[1]
+
+    def rows(self, idx: ArrayLike) -> torch.Tensor:
+        """Dense float32 rows ``idx`` in the order given, (len(idx), F)."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} cells")
+        wanted, inverse = np.unique(idx % max(len(self), 1), return_inverse=True)
+        # un-sort while still sparse: a row gather costs O(values), a dense one O(batch x F)
+        out = self._read_rows(wanted)[inverse.reshape(-1)].toarray()  # (len(idx), F)
+        if self._mean is not None:
+            out -= self._mean
+            out /= self._std
+            if self.max_value is not None:
+                np.clip(out, -self.max_value, self.max_value, out=out)
+        return torch.from_numpy(out)
+
+    def row_sums(self) -> np.ndarray:
+        """Per-cell totals of the stored values, before any ``scale`` (library sizes), (C,)."""
+        data = self._group()["data"]
+        totals = np.zeros(len(self), dtype=np.float64)
+        nnz = int(self._indptr[-1])
+        for start in range(0, nnz, _ROW_SUMS_STEP):
+            stop = min(start + _ROW_SUMS_STEP, nnz)
+            running = np.concatenate([[0.0], np.cumsum(data[start:stop], dtype=np.float64)])
+            # rows whose stored values overlap [start, stop), and their bounds inside it
+            first = int(np.searchsorted(self._indptr, start, side="right")) - 1
+            last = int(np.searchsorted(self._indptr, stop, side="left"))
+            bounds = np.clip(self._indptr[first : last + 1], start, stop) - start
+            totals[first:last] += running[bounds[1:]] - running[bounds[:-1]]
+        return totals.astype(np.float32)
+
+    def close(self) -> None:
+        """Close the file; a later read opens it again."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> BackedCellMatrix:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an open HDF5 handle cannot cross processes (DataLoader workers, DDP spawn): reopen there
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, -1
+        return state
+
+    def __repr__(self) -> str:
+        return f"BackedCellMatrix({str(self.path)!r}, {self.key}, shape={self.shape})"
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _handle(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = _open(self.path)
+            self._pid = os.getpid()
+        return self._file
+
+    def _group(self) -> h5py.Group:
+        f = self._handle()
+        if self.key not in f:
+            layers = ", ".join(f.get("layers", {})) or "none"
+            where = "" if self.key == "X" else f" (layers: {layers})"
+            self.close()
+            raise InputError(f"{str(self.path)!r} has no {self.key}{where}; "
+                             "name a matrix the file holds")
+        return f[self.key]
+
+    def _read_rows(self, wanted: np.ndarray) -> sp.csr_matrix:
+        """The CSR rows ``wanted`` (sorted, unique), reading runs of adjacent rows in one slice."""
+        group = self._group()
+        starts, stops = self._indptr[wanted], self._indptr[wanted + 1]  # (R,) each
+        indptr = np.zeros(len(wanted) + 1, dtype=np.int64)
+        np.cumsum(stops - starts, out=indptr[1:])
+        spans = _runs(starts, stops)
+        data = _read_spans(group["data"], spans, int(indptr[-1]), np.float32)
+        indices = _read_spans(group["indices"], spans, int(indptr[-1]), np.int64)
+        return sp.csr_matrix((data, indices, indptr), shape=(len(wanted), self.shape[1]))
+
+
+def _runs(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
+    """The requested rows' stored values as disjoint [begin, end) spans, adjacent rows merged."""
+    keep = stops > starts
+    starts, stops = starts[keep], stops[keep]
+    if len(starts) == 0:
+        return []
+    breaks = np.flatnonzero(starts[1:] != stops[:-1]) + 1
+    return list(zip(starts[np.r_[0, breaks]].tolist(), stops[np.r_[breaks - 1, -1]].tolist()))
+
+
+def _read_spans(
+    dataset: h5py.Dataset, spans: list[tuple[int, int]], total: int, dtype: type
+) -> np.ndarray:
+    """The values of ``spans`` concatenated, (total,)."""
+    out = np.empty(total, dtype=dtype)
+    at = 0
+    # one slice per span: measured faster than one read of the spans' union selection in HDF5
+    for begin, end in spans:
+        out[at : at + end - begin] = dataset[begin:end]
+        at += end - begin
+    return out
+
+
+# -- checks ---------------------------------------------------------------------------------------
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise InputError(f"{str(path)!r} does not exist; check the path")
+    if path.is_dir():
+        raise InputError(f"{str(path)!r} is a folder; backed input must be one .h5ad file")
+    try:
+        return h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+    except OSError as err:
+        raise InputError(f"{str(path)!r} is not a readable HDF5 (.h5ad) file ({err}); "
+                         "re-export or re-download it") from err
+
+
+def _check_csr(group: h5py.Group | h5py.Dataset, path: Path, key: str) -> tuple[int, int]:
+    where = f"{key} of {str(path)!r}"
+    matrix = "adata.X" if key == "X" else f"adata.layers[{key.split('/', 1)[1]!r}]"
+    hint = (f"convert it with {matrix} = scipy.sparse.csr_matrix({matrix}) and write the file "
+            "again with adata.write_h5ad")
+    if isinstance(group, h5py.Dataset):
+        raise InputError(f"{where} is a dense matrix, and backed training needs a CSR matrix; "
+                         f"{hint}")
+    encoding = group.attrs.get("encoding-type", group.attrs.get("h5sparse_format", ""))
+    encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
+    if encoding not in ("csr_matrix", "csr"):
+        kind = {"csc_matrix": "CSC", "csc": "CSC"}.get(encoding, repr(encoding or "unknown"))
+        raise InputError(f"{where} is stored as {kind}, and backed training needs a CSR matrix; "
+                         f"{hint}")
+    missing = [name for name in ("data", "indices", "indptr") if name not in group]
+    shape = group.attrs.get("shape", group.attrs.get("h5sparse_shape"))
+    if missing or shape is None or len(shape) != 2:
+        lacks = ", ".join(missing) if missing else "a two-dimensional shape"
+        raise InputError(f"{where} is an incomplete CSR matrix (no {lacks}); write it again "
+                         "with anndata")
+    for name in ("data", "indices", "indptr"):
+        _check_filters(group[name], f"{key}/{name} of {str(path)!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_filters(dataset: h5py.Dataset, where: str) -> None:
+    """Refuse a dataset compressed with a filter this HDF5 library cannot decode."""
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            label = name.decode(errors="replace") if isinstance(name, bytes) and name else ""
+            raise InputError(
+                f"{where} is compressed with HDF5 filter {code}{f' ({label})' if label else ''}, "
+                "which this h5py cannot read; rewrite the file uncompressed or with gzip or lzf "
+                "(e.g. adata.write_h5ad(path, compression='gzip'))"
+            )
+
+
+def _check_annotations(f: h5py.File, path: Path, key: str, shape: tuple[int, int]) -> None:
+    # obs and var, when the file has them, must agree with the matrix
+    for axis, name in ((0, "obs"), (1, "var")):
+        if name not in f or not isinstance(f[name], h5py.Group):
+            continue
+        index = f[name].attrs.get("_index")
+        if index is None or index not in f[name]:
+            continue
+        n = f[name][index].shape[0]
+        if n != shape[axis]:
+            raise InputError(f"{key} of {str(path)!r} is {shape[0]} x {shape[1]} but {name} has "
+                             f"{n} entries; the file is inconsistent, so write it again")
+
+
+def _check_indptr(indptr: np.ndarray, group: h5py.Group, path: Path, key: str) -> None:
+    n_rows = indptr.shape[0] - 1
+    shape = tuple(group.attrs.get("shape", group.attrs.get("h5sparse_shape")))
+    nnz = group["data"].shape[0]
+    if n_rows != shape[0] or group["indices"].shape[0] != nnz or indptr[-1] != nnz or (
+        n_rows and (indptr[0] != 0 or np.any(np.diff(indptr) < 0))
+    ):
+        raise InputError(
+            f"{key} of {str(path)!r} does not match its shape {shape[0]} x {shape[1]} "
+            f"({n_rows + 1} row pointers ending at {int(indptr[-1])}, {nnz} values); "
+            "the file is truncated or corrupt, so write it again"
+        )
+
+
+def _check_scale(
+    scale: tuple[ArrayLike, ArrayLike] | None, max_value: float | None, n_features: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if scale is None:
+        if max_value is not None:
+            raise InputError("max_value clips z-scores, so it needs scale=(mean, std)")
+        return None, None
+    if max_value is not None and not max_value > 0:
+        raise InputError(f"max_value must be a positive number or None, got {max_value!r}")
+    try:
+        mean, std = (np.asarray(a, dtype=np.float32).reshape(-1) for a in scale)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"scale must be a pair (mean, std) of numeric arrays ({err})") from err
+    for name, values in (("mean", mean), ("std", std)):
+        if values.shape[0] != n_features:
+            raise InputError(f"scale {name} has {values.shape[0]} values but the matrix has "
+                             f"{n_features} features; pass one per feature")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise InputError("scale (mean, std) must be finite with every std > 0; drop constant "
+                         "features before scaling")
+    return mean, std
