@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import sivae.module
+import sivae.train
 from sivae import InputError
 from sivae._constants import FILES
 from sivae.data.loaders import BlockSampler, CellMatrix
@@ -207,6 +208,8 @@ def test_evaluate_does_not_depend_on_feature_batch_size(data: TrainingData, monk
     monkeypatch.setattr(sivae.module, "reparameterize", lambda mean, log_var: mean)  # no sampling noise
     module = _module()
     full = Trainer(module, data, TRAIN, progress=False).evaluate(phase)
+    # evaluation takes blocks of at least _EVAL_FEATURE_BLOCK; lower it so these blocks are used
+    monkeypatch.setattr(sivae.train, "_EVAL_FEATURE_BLOCK", 1)
     config = TrainConfig(**{**TRAIN.__dict__, "feature_batch_size": feature_batch_size})
     blocked = Trainer(module, data, config, progress=False).evaluate(phase)
     assert blocked == pytest.approx(full, rel=1e-5)
