@@ -18,6 +18,7 @@ from sivae._constants import KEYS
 from sivae._errors import InputError
 from sivae.data.backed import BackedCellMatrix
 from sivae.data.loaders import CellMatrix
+from sivae.data.transform import RowTransform
 from sivae.data.simulate import simulate_large
 
 N_CELLS, N_FEATURES = 200, 30
@@ -115,15 +116,19 @@ def test_simulated_file(tmp_path):
     assert np.array_equal(m.row_sums(), counts.row_sums())
 
 
-def test_scale_z_scores_each_batch(backed, memory):
+def test_transform_is_applied_to_each_batch_as_in_memory(backed, memory, files):
     dense = memory.rows(np.arange(N_CELLS)).numpy()
-    mean, std = dense.mean(0), dense.std(0) + 0.1
-    scaled = BackedCellMatrix(backed.path, scale=(mean, std))
+    columns = np.array([5, 0, 7])
+    mean, std = dense[:, columns].mean(0), dense[:, columns].std(0) + 0.1
+    transform = RowTransform(columns=columns, mean=mean, std=std, max_value=2.0)
+    on_disk = BackedCellMatrix(backed.path, transform=transform)
+    in_memory = CellMatrix(files["adata"].X, transform=transform)
+    assert on_disk.shape == in_memory.shape == (N_CELLS, 3)
     idx = np.array([9, 2, 2, 150])
-    np.testing.assert_allclose(scaled.rows(idx).numpy(), (dense[idx] - mean) / std, rtol=1e-5)
-    clipped = BackedCellMatrix(backed.path, scale=(mean, std), max_value=0.5)
-    assert clipped.rows(idx).abs().max() <= 0.5
-    np.testing.assert_allclose(scaled.row_sums(), memory.row_sums(), rtol=1e-6)  # unscaled
+    expected = np.clip((dense[idx][:, columns] - mean) / std, -2.0, 2.0)
+    np.testing.assert_allclose(on_disk.rows(idx).numpy(), expected, rtol=1e-5)
+    assert torch.equal(on_disk.rows(idx), in_memory.rows(idx))
+    np.testing.assert_allclose(on_disk.row_sums(), memory.row_sums(), rtol=1e-6)  # untransformed
 
 
 def test_survives_pickling(backed, memory):
@@ -211,11 +216,12 @@ def test_refuses_inconsistent_shapes(files, tmp_path, edit):
     _one_sentence(err)
 
 
-@pytest.mark.parametrize(("scale", "max_value", "match"), [
-    ((np.zeros(N_FEATURES), np.ones(N_FEATURES - 1)), None, "std has 29 values"),
-    ((np.zeros(N_FEATURES), np.zeros(N_FEATURES)), None, "every std > 0"),
-    (None, 3.0, "needs scale"),
+@pytest.mark.parametrize(("transform", "match"), [
+    (lambda: RowTransform(mean=np.zeros(N_FEATURES - 1), std=np.ones(N_FEATURES - 1)),
+     f"mean has {N_FEATURES - 1} values but the matrix has {N_FEATURES}"),
+    (lambda: RowTransform(columns=[0, N_FEATURES]), "must index the matrix"),
+    (lambda: RowTransform(library_size=np.ones(3)), "library_size has 3 values"),
 ])
-def test_refuses_scale_that_does_not_fit(files, scale, max_value, match):
+def test_refuses_a_transform_that_does_not_fit(files, transform, match):
     with pytest.raises(InputError, match=match):
-        BackedCellMatrix(files["paths"][None], scale=scale, max_value=max_value)
+        BackedCellMatrix(files["paths"][None], transform=transform())

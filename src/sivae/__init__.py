@@ -13,7 +13,8 @@ from . import datasets, pp
 from ._constants import KEYS
 from ._errors import InputError
 from .baselines import LDVAE, VAE
+from .data.backed import read_backed
 from .data.io import read
 from .model import SIVAE, load_model
 
-__all__ = ["KEYS", "InputError", "LDVAE", "SIVAE", "VAE", "datasets", "load_model", "pp", "read", "__version__"]
+__all__ = ["KEYS", "InputError", "LDVAE", "SIVAE", "VAE", "datasets", "load_model", "pp", "read", "read_backed", "__version__"]

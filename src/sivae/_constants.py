@@ -24,6 +24,10 @@ class _Keys:
     UNS: str = "sivae"
     # .uns: how the matrix was preprocessed
     PREPROCESS: str = "sivae_preprocess"
+    # .uns: where the matrix of an AnnData opened with sivae.read_backed lives (path, layer)
+    BACKED: str = "sivae_backed"
+    # .obs: per-cell total counts of a backed matrix, normalised per batch while training
+    LIBRARY_SIZE: str = "sivae_library_size"
     # .var: scanpy's highly-variable-gene flag, read by sivae.pp.preprocess
     HIGHLY_VARIABLE: str = "highly_variable"
     # .obs: cell-type labels of the bundled datasets (sivae.datasets)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from safetensors.torch import load_file, save_file
@@ -25,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from ._constants import FILES, KEYS, OutputKeys, output_keys
 from ._errors import InputError
 from .data import validate
+from .data.backed import BackedCellMatrix, is_backed, training_matrix
 from .data.feature_input import METHODS as FEATURE_INPUT_METHODS
 from .data.feature_input import feature_input
 from .data.loaders import CellMatrix
@@ -47,6 +47,9 @@ class ModelConfig:
     decoder_hidden: tuple[int, ...] | None = None  # None: the encoder's, reversed
     feature_input: str = "pca"
     c_red: int = 100
+    # PCA of X^T over at most this many training cells (a uniform sample): its cost grows with
+    # the cells it reads, and 50,000 cells pin down the features' covariances; None: all.
+    feature_input_cells: int | None = 50_000
     cell_type_key: str | None = None
     batch_size: int = 256
     feature_batch_size: int | None = None
@@ -75,20 +78,24 @@ class ModelConfig:
         if not 0.0 <= self.holdout_fraction < 0.5:
             raise InputError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}")
         sizes = [*self.encoder_hidden, *self.decoder_sizes, self.batch_size, self.c_red]
-        if any(int(s) < 1 for s in sizes) or (self.feature_batch_size is not None and self.feature_batch_size < 1):
-            raise InputError("hidden sizes, batch_size, feature_batch_size and c_red must be positive integers")
+        optional = [v for v in (self.feature_batch_size, self.feature_input_cells) if v is not None]
+        if any(int(s) < 1 for s in [*sizes, *optional]):
+            raise InputError("hidden sizes, batch_size, feature_batch_size, feature_input_cells and "
+                             "c_red must be positive integers")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" picks CUDA when present, else the CPU."""
+    """"auto" picks CUDA when present, else the CPU; under torchrun, CUDA is GPU ``LOCAL_RANK``."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError as err:
         raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
     return dev
 
 
@@ -122,6 +129,7 @@ class BaseModel:
         self.feature_names = np.asarray(adata.var_names, dtype=str)
         self.history: list[dict[str, Any]] = []
         self._check_adata(adata)
+        self.cells = self._source(adata)  # the scaled cells the model trains on, by row
         self._split(adata)
         self.feature_x = None
         if self._has_feature_path:
@@ -136,14 +144,20 @@ class BaseModel:
             raise InputError(f"expected an AnnData, got {type(adata).__name__}; read files with sivae.read()")
         validate.check_not_empty(adata)
         validate.check_unique_names(adata)
-        validate.check_finite(adata.X, "adata.X")
-        constant = validate.constant_features(adata.X)
-        if constant.any():
-            raise InputError(
-                f"{int(constant.sum())} features are constant across cells (e.g. {adata.var_names[constant][0]}); "
-                "drop them, or run sivae.pp.preprocess, which does"
-            )
         c = self.config
+        if is_backed(adata):
+            # finite values and constant features were checked by the passes that scaled it
+            if c.likelihood == "nb":
+                raise InputError("likelihood 'nb' needs the counts in memory; use 'gaussian' with "
+                                 "backed input, or load the data with sivae.read")
+        else:
+            validate.check_finite(adata.X, "adata.X")
+            constant = validate.constant_features(adata.X)
+            if constant.any():
+                raise InputError(
+                    f"{int(constant.sum())} features are constant across cells (e.g. {adata.var_names[constant][0]}); "
+                    "drop them, or run sivae.pp.preprocess, which does"
+                )
         c_red = c.c_red if self._has_feature_path else None
         validate.check_size(adata.n_obs, n_latent=c.n_latent, c_red=c_red, holdout_fraction=c.holdout_fraction)
         if c.likelihood == "nb":
@@ -161,16 +175,23 @@ class BaseModel:
         _, n_val = validate.split_sizes(adata.n_obs, self.config.holdout_fraction)
         self.val_idx, self.train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
 
+    def _source(self, adata: AnnData) -> CellMatrix | BackedCellMatrix:
+        """Rows of ``adata`` as the model reads them: in memory, or from its file per batch."""
+        return training_matrix(adata) if is_backed(adata) else CellMatrix(adata.X)
+
     def _feature_input(self, adata: AnnData) -> torch.Tensor:
         c = self.config
-        X_train = adata.X[self.train_idx]
         c_red = min(c.c_red, len(self.train_idx), adata.n_vars if c.feature_input == "pca" else c.c_red)
         if c_red < c.c_red:
             warnings.warn(f"c_red lowered from {c.c_red} to {c_red}: it cannot exceed the training cells or features", stacklevel=3)
+        rows = self.train_idx
+        if c.feature_input == "pca" and c.feature_input_cells is not None and len(rows) > c.feature_input_cells:
+            rows = np.sort(np.random.default_rng(c.seed).choice(rows, c.feature_input_cells, replace=False))
         labels = None
         if c.feature_input == "downsample" and c.cell_type_key is not None:
-            labels = np.asarray(adata.obs[c.cell_type_key])[self.train_idx]
-        reduced = feature_input(X_train, method=c.feature_input, c_red=c_red, labels=labels, seed=c.seed)
+            labels = np.asarray(adata.obs[c.cell_type_key])[rows]
+        reduced = feature_input(self.cells, rows, method=c.feature_input, c_red=c_red,
+                                labels=labels, seed=c.seed)
         return torch.from_numpy(reduced)
 
     def _module_config(self) -> ModuleConfig:
@@ -232,7 +253,7 @@ class BaseModel:
             patience=c.patience, checkpoint_every=checkpoint_every, seed=c.seed,
         )
         counts = CellMatrix(self.adata.layers[KEYS.COUNTS]) if c.likelihood == "nb" else None
-        data = TrainingData(cells=CellMatrix(self.adata.X), train_idx=self.train_idx, val_idx=self.val_idx,
+        data = TrainingData(cells=self.cells, train_idx=self.train_idx, val_idx=self.val_idx,
                             feature_x=self.feature_x, counts=counts)
         trainer = Trainer(self.module, data, train_config, device=self.device, progress=progress)
         t0 = time.perf_counter()
@@ -243,19 +264,17 @@ class BaseModel:
         return self
 
     # -- results --------------------------------------------------------------------------------
-    def _cells_tensor(self, X: Any, rows: np.ndarray) -> torch.Tensor:
-        block = X[rows]
-        block = block.toarray() if sp.issparse(block) else np.asarray(block)
-        return torch.from_numpy(block.astype(np.float32)).to(self.device)
+    def _chunks(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray):
+        # (row indices, their scaled values on the model's device), _CHUNK cells at a time
+        for s in range(0, len(rows), _CHUNK):
+            chunk = rows[s : s + _CHUNK]
+            yield chunk, cells.rows(chunk).to(self.device)
 
     @torch.no_grad()
-    def _embed_matrix(self, X: Any) -> np.ndarray:
+    def _embed(self, cells: CellMatrix | BackedCellMatrix) -> np.ndarray:
         self.module.eval()
-        if X.shape[0] == 0:
-            return np.zeros((0, self.config.n_latent), dtype=np.float32)
-        out = [self.module.cell_embedding(self._cells_tensor(X, np.arange(s, min(s + _CHUNK, X.shape[0])))).cpu()
-               for s in range(0, X.shape[0], _CHUNK)]
-        return torch.cat(out).numpy()
+        out = [self.module.cell_embedding(x).cpu() for _, x in self._chunks(cells, np.arange(len(cells)))]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.config.n_latent), dtype=np.float32)
 
     @torch.no_grad()
     def _decoded_features(self) -> torch.Tensor:
@@ -277,25 +296,26 @@ class BaseModel:
         comparison is in log1p(TP10K) space.
         """
         if adata is None:
-            rows, X = self.train_idx, self.adata.X
+            rows, cells = self.train_idx, self.cells
             counts = self.adata.layers[KEYS.COUNTS] if self.config.likelihood == "nb" else None
         else:
-            X = self._aligned_matrix(adata)
+            cells = self._other_cells(adata)
             rows, counts = np.arange(adata.n_obs), None
             if self.config.likelihood == "nb":
-                counts = adata[:, self.feature_names].layers[KEYS.COUNTS]
+                counts = CellMatrix(adata[:, self.feature_names].layers[KEYS.COUNTS])
+        if counts is not None and not isinstance(counts, CellMatrix):
+            counts = CellMatrix(counts)
         v_L = self._decoded_features()
         idx = torch.arange(v_L.shape[0], device=self.device)
         sse = torch.zeros(v_L.shape[0], dtype=torch.float64)
         s1 = torch.zeros_like(sse)
         s2 = torch.zeros_like(sse)
-        for s in range(0, len(rows), _CHUNK):
-            chunk = rows[s : s + _CHUNK]
-            pred = self.module.predict(self._cells_tensor(X, chunk), v_L, idx)
+        for chunk, x in self._chunks(cells, rows):
+            pred = self.module.predict(x, v_L, idx)
             if counts is None:
-                truth = self._cells_tensor(X, chunk)
+                truth = x
             else:
-                raw = self._cells_tensor(counts, chunk)
+                raw = counts.rows(chunk).to(self.device)
                 truth = torch.log1p(raw / raw.sum(1, keepdim=True).clamp_min(1.0) * 1e4)
                 pred = torch.log1p(pred * 1e4)
             sse += (truth - pred).double().pow(2).sum(0).cpu()
@@ -307,7 +327,7 @@ class BaseModel:
 
     def _write_outputs(self) -> None:
         adata, k = self.adata, self.keys
-        adata.obsm[k.cell_embedding] = self._embed_matrix(adata.X)
+        adata.obsm[k.cell_embedding] = self._embed(self.cells)
         loadings = self.get_loadings()
         if loadings is not None:
             adata.varm[k.loadings] = loadings
@@ -325,6 +345,15 @@ class BaseModel:
         losses = {key: np.asarray([h[key] for h in self.history]) for key in (self.history[0] if self.history else {})}
         return {"model": self._name, "version": __version__, "params": params, "losses": losses,
                 "training_seconds": float(getattr(self, "training_seconds", 0.0))}
+
+    def _other_cells(self, adata: AnnData) -> CellMatrix | BackedCellMatrix:
+        """Rows of another AnnData, restricted and ordered to the model's features."""
+        if is_backed(adata):
+            if not np.array_equal(np.asarray(adata.var_names, dtype=str), self.feature_names):
+                raise InputError("a backed AnnData must hold exactly the model's features, in order; "
+                                 "subset it with adata[:, features] before sivae.pp.preprocess")
+            return training_matrix(adata)
+        return CellMatrix(self._aligned_matrix(adata))
 
     def _aligned_matrix(self, adata: AnnData) -> Any:
         """adata's matrix restricted and ordered to the model's features, in the training space."""
@@ -347,8 +376,7 @@ class BaseModel:
         ``adata`` must hold the model's features (any order, others ignored), preprocessed the same
         way as the training data (e.g. with ``sivae.pp.preprocess``).
         """
-        X = self.adata.X if adata is None else self._aligned_matrix(adata)
-        return self._embed_matrix(X)
+        return self._embed(self.cells if adata is None else self._other_cells(adata))
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
@@ -458,9 +486,10 @@ class SIVAE(BaseModel):
         "cell": one variance per cell from z_{c,L} (eq. 8); "feature": one per feature.
     encoder_hidden, decoder_hidden
         Hidden sizes; the paper's genomic defaults are 1024-512-128 and 128-512-1024.
-    feature_input, c_red, cell_type_key
-        How each feature's column over cells is reduced to C_red values: "pca" (default) or
-        "downsample" (stratified by ``adata.obs[cell_type_key]`` when given).
+    feature_input, c_red, cell_type_key, feature_input_cells
+        How each feature's column over cells is reduced to C_red values: "pca" (default; PCA
+        of X^T over at most ``feature_input_cells`` training cells, streamed from memory or
+        disk) or "downsample" (stratified by ``adata.obs[cell_type_key]`` when given).
     batch_size, feature_batch_size
         Cells per step; features scored per step (None: ``max(512, 2 * batch_size)``, all
         features when there are fewer; every loss term is rescaled so a block is unbiased).

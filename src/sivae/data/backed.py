@@ -2,7 +2,8 @@
 
 `BackedCellMatrix` has `loaders.CellMatrix`'s interface, so the trainer and the samplers use an
 on-disk matrix as they use an in-memory one; memory grows with the batch and with 8 bytes per
-cell for the row pointers, never with the matrix.
+cell for the row pointers, never with the matrix. A `RowTransform` turns each batch of raw
+stored values into model input (normalisation, log1p, kept features, z-score) as it is read.
 """
 
 from __future__ import annotations
@@ -13,13 +14,22 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
+from anndata import AnnData
 from numpy.typing import ArrayLike
 
-from .._errors import InputError
+try:  # anndata >= 0.11 keeps its element readers in anndata.io
+    from anndata.io import read_elem
+except ImportError:  # pragma: no cover
+    from anndata.experimental import read_elem
 
-__all__ = ["BackedCellMatrix"]
+from .._constants import KEYS
+from .._errors import InputError
+from .transform import RowTransform
+
+__all__ = ["BackedCellMatrix", "backed_matrix", "is_backed", "read_backed", "training_matrix"]
 
 # HDF5's chunk cache per dataset: enough to keep the chunks of one batch of a compressed file.
 _CHUNK_CACHE_BYTES = 64 * 2**20
@@ -32,8 +42,8 @@ class BackedCellMatrix:
     A drop-in for `sivae.data.loaders.CellMatrix`: ``rows(idx)`` returns the requested rows
     densified as a float32 tensor, in the order of ``idx`` (duplicates allowed), reading only the
     stored values of those rows. The row pointers (8 bytes per cell) are held in memory; values
-    and column indices stay on disk. Optionally each batch is z-scored per feature from stored
-    means and standard deviations after densifying, so the file can keep raw sparse values.
+    and column indices stay on disk. A ``transform`` preprocesses each batch as it is read, so
+    the file can keep raw sparse counts.
 
     Parameters
     ----------
@@ -42,17 +52,16 @@ class BackedCellMatrix:
         uncompressed or compressed with a filter this h5py can read (gzip, lzf, ...).
     layer
         Read ``layers[layer]`` instead of ``X``.
-    scale
-        ``(mean, std)``, each of length F: rows are returned as ``(x - mean) / std``.
-    max_value
-        With ``scale``, clip the z-scores to ``[-max_value, max_value]``.
+    transform
+        Applied to every batch of stored rows (`sivae.data.transform.RowTransform`); ``shape``
+        and ``n_features`` are those of its output.
 
     Raises
     ------
     InputError
         If the file is missing or not HDF5, the matrix is missing, dense or not CSR, a dataset
         uses a compression filter that is not available, the stored arrays disagree with the
-        matrix's shape or with ``obs``/``var``, or ``scale`` does not fit the matrix.
+        matrix's shape or with ``obs``/``var``, or ``transform`` does not fit the matrix.
     """
 
     def __init__(
@@ -60,8 +69,7 @@ class BackedCellMatrix:
         path: str | os.PathLike[str],
         *,
         layer: str | None = None,
-        scale: tuple[ArrayLike, ArrayLike] | None = None,
-        max_value: float | None = None,
+        transform: RowTransform | None = None,
     ) -> None:
         self.path = Path(path)
         self.key = "X" if layer is None else f"layers/{layer}"
@@ -69,15 +77,18 @@ class BackedCellMatrix:
         self._pid = -1
         group = self._group()
         try:
-            self.shape = _check_csr(group, self.path, self.key)
-            _check_annotations(self._handle(), self.path, self.key, self.shape)
+            self.stored_shape = _check_csr(group, self.path, self.key)
+            _check_annotations(self._handle(), self.path, self.key, self.stored_shape)
             self._indptr = np.asarray(group["indptr"][:], dtype=np.int64)  # (C + 1,)
             _check_indptr(self._indptr, group, self.path, self.key)
+            if transform is not None:
+                transform.check(*self.stored_shape)
         except BaseException:
             self.close()
             raise
-        self._mean, self._std = _check_scale(scale, max_value, self.shape[1])
-        self.max_value = max_value
+        self.transform = transform
+        n_stored = self.stored_shape[1]
+        self.shape = (self.stored_shape[0], n_stored if transform is None else transform.n_features(n_stored))
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -93,16 +104,13 @@ class BackedCellMatrix:
             raise IndexError(f"row index out of range for {len(self)} cells")
         wanted, inverse = np.unique(idx % max(len(self), 1), return_inverse=True)
         # un-sort while still sparse: a row gather costs O(values), a dense one O(batch x F)
-        out = self._read_rows(wanted)[inverse.reshape(-1)].toarray()  # (len(idx), F)
-        if self._mean is not None:
-            out -= self._mean
-            out /= self._std
-            if self.max_value is not None:
-                np.clip(out, -self.max_value, self.max_value, out=out)
-        return torch.from_numpy(out)
+        block = self._read_rows(wanted)[inverse.reshape(-1)]
+        if self.transform is None:
+            return torch.from_numpy(block.toarray())  # (len(idx), F)
+        return torch.from_numpy(self.transform.apply(block, idx % max(len(self), 1)))
 
     def row_sums(self) -> np.ndarray:
-        """Per-cell totals of the stored values, before any ``scale`` (library sizes), (C,)."""
+        """Per-cell totals of all stored values, before any ``transform`` (library sizes), (C,)."""
         data = self._group()["data"]
         totals = np.zeros(len(self), dtype=np.float64)
         nnz = int(self._indptr[-1])
@@ -115,6 +123,28 @@ class BackedCellMatrix:
             bounds = np.clip(self._indptr[first : last + 1], start, stop) - start
             totals[first:last] += running[bounds[1:]] - running[bounds[:-1]]
         return totals.astype(np.float32)
+
+    def stored_rows(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` as stored, untransformed, as one CSR block."""
+        return self._read_rows(np.arange(start, stop))
+
+    def row_chunks(self, max_values: int) -> list[tuple[int, int]]:
+        """Bounds of consecutive row blocks holding at most ``max_values`` stored values each
+        (a row with more is a block of its own)."""
+        bounds, start = [], 0
+        while start < len(self):
+            stop = int(np.searchsorted(self._indptr, self._indptr[start] + max_values, side="right")) - 1
+            stop = min(max(stop, start + 1), len(self))
+            bounds.append((start, stop))
+            start = stop
+        return bounds
+
+    def var_names(self) -> pd.Index:
+        """The feature names stored in the file's ``var``, or positions when it has none."""
+        f = self._handle()
+        if "var" not in f:
+            return pd.Index(np.arange(self.stored_shape[1]).astype(str))
+        return read_elem(f["var"]).index
 
     def close(self) -> None:
         """Close the file; a later read opens it again."""
@@ -163,7 +193,92 @@ class BackedCellMatrix:
         spans = _runs(starts, stops)
         data = _read_spans(group["data"], spans, int(indptr[-1]), np.float32)
         indices = _read_spans(group["indices"], spans, int(indptr[-1]), np.int64)
-        return sp.csr_matrix((data, indices, indptr), shape=(len(wanted), self.shape[1]))
+        return sp.csr_matrix((data, indices, indptr), shape=(len(wanted), self.stored_shape[1]))
+
+
+def read_backed(path: str | os.PathLike[str], *, layer: str | None = None) -> AnnData:
+    """Open an ``.h5ad`` for out-of-core training: obs and var in memory, the matrix left on disk.
+
+    The result has no ``X``; ``sivae.pp.preprocess`` (raw counts) or ``sivae.pp.scale_features``
+    (normalised values) computes its scaling in passes over the file, and `sivae.SIVAE` then reads
+    minibatches of cells from the file. Memory grows with obs, var and 8 bytes per cell, never
+    with the matrix.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file whose ``X`` (or ``layers[layer]``) is stored as CSR.
+    layer
+        Train on ``layers[layer]`` instead of ``X``.
+
+    Returns
+    -------
+    AnnData with the file's obs and var and ``uns[KEYS.BACKED]`` = {"path", "layer"}.
+
+    Raises
+    ------
+    InputError
+        If the file is not an ``.h5ad``, or its matrix is missing, dense, CSC, compressed with an
+        unavailable filter, or inconsistent with obs/var.
+    """
+    from .validate import check_unique_names
+
+    path = Path(path)
+    if path.suffix.lower() != ".h5ad":
+        raise InputError(f"backed input must be an .h5ad file, and {str(path)!r} is not; convert "
+                         "it with sivae.read(path).write_h5ad('data.h5ad') and pass that file")
+    with BackedCellMatrix(path, layer=layer) as matrix:
+        f = matrix._handle()
+        n_cells, n_features = matrix.stored_shape
+        obs = read_elem(f["obs"]) if "obs" in f else pd.DataFrame(index=np.arange(n_cells).astype(str))
+        var = read_elem(f["var"]) if "var" in f else pd.DataFrame(index=matrix.var_names())
+    adata = AnnData(obs=obs, var=var)
+    check_unique_names(adata)
+    adata.uns[KEYS.BACKED] = {"path": str(path.resolve()), "layer": layer or ""}
+    return adata
+
+
+def is_backed(adata: AnnData) -> bool:
+    """True for an AnnData from `read_backed` (its matrix is on disk)."""
+    return isinstance(adata, AnnData) and adata.X is None and KEYS.BACKED in adata.uns
+
+
+def backed_matrix(adata: AnnData, *, transform: RowTransform | None = None) -> BackedCellMatrix:
+    """The on-disk matrix behind an AnnData from `read_backed`, checked against its cells."""
+    if not is_backed(adata):
+        raise InputError("adata has no matrix on disk; open the file with sivae.read_backed(path)")
+    record = adata.uns[KEYS.BACKED]
+    matrix = BackedCellMatrix(record["path"], layer=record.get("layer") or None, transform=transform)
+    if len(matrix) != adata.n_obs:
+        matrix.close()
+        raise InputError(f"{record['path']!r} holds {len(matrix)} cells but adata has {adata.n_obs}; "
+                         "a backed AnnData keeps all the file's cells, so open it again with "
+                         "sivae.read_backed (subset cells by writing a new file)")
+    return matrix
+
+
+def training_matrix(adata: AnnData) -> BackedCellMatrix:
+    """The model input of a preprocessed backed AnnData: its file, normalised and z-scored per batch."""
+    info = adata.uns.get(KEYS.PREPROCESS, {})
+    if not info.get("backed") or KEYS.FEATURE_MEAN not in adata.var or KEYS.FEATURE_STD not in adata.var:
+        raise InputError("a backed AnnData is z-scored per batch from statistics of the whole file; "
+                         "run sivae.pp.preprocess (raw counts) or sivae.pp.scale_features "
+                         "(normalised values) on it first")
+    with backed_matrix(adata) as raw:
+        position = pd.Index(raw.var_names()).get_indexer(adata.var_names)
+    if np.any(position < 0):
+        raise InputError("adata's features are not all in its file; open it again with sivae.read_backed")
+    counts = bool(info.get("raw_counts"))
+    if counts and KEYS.LIBRARY_SIZE not in adata.obs:
+        raise InputError(f"adata.obs lacks {KEYS.LIBRARY_SIZE!r}, the library sizes sivae.pp.preprocess "
+                         "records; run it again")
+    transform = RowTransform(
+        library_size=adata.obs[KEYS.LIBRARY_SIZE].to_numpy() if counts else None,
+        target_sum=float(info.get("target_sum", 1e4)), log1p=counts, columns=position,
+        mean=adata.var[KEYS.FEATURE_MEAN].to_numpy(), std=adata.var[KEYS.FEATURE_STD].to_numpy(),
+        max_value=info.get("max_value"),
+    )
+    return backed_matrix(adata, transform=transform)
 
 
 def _runs(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
@@ -267,26 +382,3 @@ def _check_indptr(indptr: np.ndarray, group: h5py.Group, path: Path, key: str) -
             f"({n_rows + 1} row pointers ending at {int(indptr[-1])}, {nnz} values); "
             "the file is truncated or corrupt, so write it again"
         )
-
-
-def _check_scale(
-    scale: tuple[ArrayLike, ArrayLike] | None, max_value: float | None, n_features: int
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if scale is None:
-        if max_value is not None:
-            raise InputError("max_value clips z-scores, so it needs scale=(mean, std)")
-        return None, None
-    if max_value is not None and not max_value > 0:
-        raise InputError(f"max_value must be a positive number or None, got {max_value!r}")
-    try:
-        mean, std = (np.asarray(a, dtype=np.float32).reshape(-1) for a in scale)
-    except (TypeError, ValueError) as err:
-        raise InputError(f"scale must be a pair (mean, std) of numeric arrays ({err})") from err
-    for name, values in (("mean", mean), ("std", std)):
-        if values.shape[0] != n_features:
-            raise InputError(f"scale {name} has {values.shape[0]} values but the matrix has "
-                             f"{n_features} features; pass one per feature")
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
-        raise InputError("scale (mean, std) must be finite with every std > 0; drop constant "
-                         "features before scaling")
-    return mean, std

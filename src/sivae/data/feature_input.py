@@ -2,44 +2,59 @@
 
 Paper Methods, "Reducing dimensionality of input for feature-wise encoder-decoder": PCA of X^T
 without whitening, or a cell-type-stratified downsample of C_red cells. Both are computed from the
-training cells only (the authors' code also used held-out cells, which leaks them into training).
+training cells only (the authors' code also used held-out cells, which leaks them into training),
+and both read the cells through a row source (``rows(idx)``, as `loaders.CellMatrix` and
+`backed.BackedCellMatrix` give), so an atlas on disk never needs a dense cells x features copy.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.decomposition import PCA
+import torch
 
 METHODS = ("pca", "downsample")
 
+_CHUNK_VALUES = 2**24  # values per densified chunk of cells in a pass over the data (64 MB)
+
+
+class RowSource(Protocol):
+    n_features: int
+
+    def rows(self, idx: np.ndarray) -> torch.Tensor: ...
+
 
 def feature_input(
-    X: Any,
+    cells: RowSource,
+    rows: np.ndarray,
     *,
     method: str = "pca",
     c_red: int = 100,
     labels: np.ndarray | None = None,
     seed: int = 0,
+    n_iter: int = 7,
 ) -> np.ndarray:
-    """Reduce each feature's column of ``X`` (training cells x F) to ``c_red`` values.
+    """Reduce each feature's column over the cells ``rows`` of ``cells`` to ``c_red`` values.
 
     Parameters
     ----------
-    X
-        Scaled training data, cells x features, dense or sparse.
+    cells
+        Scaled data, cells x features, as a row source (``rows(idx)`` -> dense float32 tensor).
+    rows
+        The training cells.
     method
-        ``"pca"``: scores of the first ``c_red`` principal components of X^T (F samples, cells as
-        dimensions), not whitened. ``"downsample"``: the values in ``c_red`` cells sampled with the
-        proportions of ``labels`` kept (uniformly when ``labels`` is None).
+        ``"pca"``: scores of the first ``c_red`` principal components of X^T (features as
+        samples, cells as dimensions), not whitened. ``"downsample"``: the values in ``c_red``
+        cells sampled with the proportions of ``labels`` kept (uniformly when ``labels`` is None).
     c_red
         Width of the result; at most the number of training cells (and of features, for PCA).
     labels
-        Cell types of the training cells, for stratified downsampling.
+        Cell types of the cells ``rows``, for stratified downsampling.
     seed
-        Seed of the randomized SVD or of the sampling.
+        Seed of the random start of the PCA or of the sampling.
+    n_iter
+        Subspace iterations of the PCA, each one pass over the cells.
 
     Returns
     -------
@@ -48,18 +63,57 @@ def feature_input(
     """
     if method not in METHODS:
         raise ValueError(f"feature_input method must be one of {METHODS}, got {method!r}")
-    n_cells, n_features = X.shape
+    rows = np.asarray(rows, dtype=np.int64)
     if method == "pca":
-        dense_t = (X.toarray() if sp.issparse(X) else np.asarray(X)).T.astype(np.float32)
-        pca = PCA(n_components=c_red, svd_solver="auto", random_state=seed)
-        reduced = pca.fit_transform(dense_t)
+        reduced = pca_of_transpose(cells, rows, c_red, seed=seed, n_iter=n_iter)
     else:
-        rows = stratified_sample(n_cells, c_red, labels=labels, seed=seed)
-        sub = X[rows]
-        reduced = (sub.toarray() if sp.issparse(sub) else np.asarray(sub)).T
+        picked = rows[stratified_sample(len(rows), c_red, labels=labels, seed=seed)]
+        reduced = cells.rows(picked).numpy().T  # (F, c_red)
     reduced = np.asarray(reduced, dtype=np.float32)
     std = float(reduced.std())
     return reduced / std if std > 0 else reduced
+
+
+def pca_of_transpose(
+    cells: RowSource, rows: np.ndarray, n_components: int, *, seed: int = 0, n_iter: int = 7,
+    oversample: int = 10,
+) -> np.ndarray:
+    """Scores of the top principal components of X^T, (F, n_components), streaming over cells.
+
+    X^T has the features as samples and the cells as dimensions, so its principal axes live in
+    cell space (C values each) and its scores in feature space. With A = X^T centred per cell,
+    the scores are U S of A = U S V^T, i.e. the top eigenvectors of the F x F operator A A^T
+    scaled by the square roots of its eigenvalues. Randomized subspace iteration finds them
+    applying A A^T = sum_c a_c a_c^T a chunk of cells at a time, so memory is O(F x k) plus one
+    chunk and never grows with the cells. Written by hand because scikit-learn's PCA and
+    randomized SVD need X^T whole in memory, and IncrementalPCA over X^T would need column
+    (feature) batches and keep C-long components.
+    """
+    n_features = cells.n_features
+    k = min(n_components + oversample, n_features, len(rows))
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(n_features, k, generator=generator, dtype=torch.float64))[0]
+    for _ in range(n_iter):
+        basis = torch.linalg.qr(_gram_times(cells, rows, basis))[0]  # (F, k)
+    projected = basis.T @ _gram_times(cells, rows, basis)  # (k, k): Q^T A A^T Q
+    eigenvalues, eigenvectors = torch.linalg.eigh((projected + projected.T) / 2)
+    top = torch.argsort(eigenvalues, descending=True)[:n_components]
+    scores = basis @ eigenvectors[:, top] * eigenvalues[top].clamp_min(0).sqrt()  # (F, n)
+    # a component's sign is arbitrary: make its largest score positive, as sklearn's svd_flip does
+    signs = torch.sign(scores[scores.abs().argmax(0), torch.arange(scores.shape[1])])
+    return (scores * torch.where(signs == 0, 1.0, signs)).numpy()
+
+
+def _gram_times(cells: RowSource, rows: np.ndarray, basis: torch.Tensor) -> torch.Tensor:
+    """A A^T basis for A = X[rows]^T centred per cell, one chunk of cells at a time, (F, k)."""
+    out = torch.zeros_like(basis)
+    step = max(1, _CHUNK_VALUES // max(cells.n_features, 1))
+    basis32 = basis.float()
+    for start in range(0, len(rows), step):
+        a = cells.rows(rows[start : start + step]).float()  # (chunk, F)
+        a -= a.mean(1, keepdim=True)  # centre each cell (dimension of X^T) over the features
+        out += (a.T @ (a @ basis32)).double()
+    return out
 
 
 def stratified_sample(

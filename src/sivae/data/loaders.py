@@ -13,22 +13,31 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .transform import RowTransform
+
 
 class CellMatrix:
     """Rows of an in-memory cells x features matrix (dense or sparse), as float32 tensors.
 
     A dense matrix is held once as a torch tensor and indexed without copies; a sparse one stays
-    sparse and only the requested rows are densified.
+    sparse and only the requested rows are densified, after the optional ``transform`` (sparse
+    matrices only), as `backed.BackedCellMatrix` does for a matrix on disk.
     """
 
-    def __init__(self, X: Any) -> None:
+    def __init__(self, X: Any, *, transform: RowTransform | None = None) -> None:
         if sp.issparse(X):
             self._sparse = sp.csr_matrix(X, dtype=np.float32)
             self._dense = None
         else:
+            if transform is not None:
+                raise ValueError("a RowTransform applies to sparse matrices only")
             self._sparse = None
             self._dense = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        self.shape = tuple(X.shape)
+        if transform is not None:
+            transform.check(*X.shape)
+        self.transform = transform
+        n_features = X.shape[1] if transform is None else transform.n_features(X.shape[1])
+        self.shape = (X.shape[0], n_features)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -41,10 +50,12 @@ class CellMatrix:
         """Dense float32 rows ``idx``, (len(idx), F)."""
         if self._dense is not None:
             return self._dense[torch.from_numpy(np.asarray(idx, dtype=np.int64))]
-        return torch.from_numpy(self._sparse[idx].toarray())
+        if self.transform is None:
+            return torch.from_numpy(self._sparse[idx].toarray())
+        return torch.from_numpy(self.transform.apply(self._sparse[idx], np.asarray(idx)))
 
     def row_sums(self) -> np.ndarray:
-        """Per-cell totals (library sizes for count data), (C,)."""
+        """Per-cell totals of the stored values, before any transform (library sizes), (C,)."""
         if self._dense is not None:
             return self._dense.sum(1).numpy()
         return np.asarray(self._sparse.sum(1)).ravel()

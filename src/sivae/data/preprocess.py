@@ -18,6 +18,8 @@ from anndata import AnnData
 
 from .._constants import KEYS
 from .._errors import InputError
+from .backed import is_backed
+from .streaming import preprocess_backed, scale_backed
 from .validate import (
     check_counts,
     check_finite,
@@ -43,6 +45,7 @@ def preprocess(
     max_value: float | None = 10.0,
     drop_constant: bool = True,
     copy: bool = False,
+    progress: bool = True,
 ) -> AnnData | None:
     """Preprocess raw counts for siVAE: normalise, log-transform, select genes, z-score.
 
@@ -59,10 +62,17 @@ def preprocess(
        ``n_top_genes`` is None or not below the number of features;
     6. z-score each feature (`scale_features`), if ``scale``.
 
+    An AnnData from `sivae.read_backed` (matrix on disk) gets the same steps computed in two
+    passes over the file: the features are selected and the statistics recorded (library sizes
+    in ``adata.obs[KEYS.LIBRARY_SIZE]``), while the values are normalised, log-transformed and
+    z-scored per training batch. Only ``scale=True`` is possible there, and no counts layer is
+    written (the counts stay in the file).
+
     Parameters
     ----------
     adata
-        Cells x features raw counts in ``adata.X`` (dense or sparse, in memory).
+        Cells x features raw counts in ``adata.X`` (dense or sparse, in memory), or an AnnData
+        from `sivae.read_backed`.
     n_top_genes
         Number of highly variable genes to keep, or None to keep all features.
     target_sum
@@ -75,6 +85,8 @@ def preprocess(
         Drop constant features with a warning; if False, refuse data that have any.
     copy
         Work on and return a copy instead of changing ``adata`` in place.
+    progress
+        Show a progress bar for the passes over a backed file.
 
     Returns
     -------
@@ -92,13 +104,14 @@ def preprocess(
         If an argument is out of range, ``adata`` is backed, or ``adata.X`` fails a check.
     """
     _check_preprocess_args(n_top_genes, target_sum, max_value)
-    if adata.isbacked:
-        raise InputError(
-            "preprocess needs the data in memory, but adata is backed; load it with "
-            "adata = adata.to_memory() first"
-        )
+    _check_not_anndata_backed(adata, "preprocess")
     if copy:
         adata = adata.copy()
+    if is_backed(adata):
+        record = preprocess_backed(adata, n_top_genes=n_top_genes, target_sum=target_sum, scale=scale,
+                                   max_value=max_value, drop_constant=drop_constant, progress=progress)
+        adata.uns[KEYS.PREPROCESS] = {**record, "sivae_version": _version()}
+        return adata if copy else None
     check_not_empty(adata)
     check_unique_names(adata)
     check_finite(adata.X, "adata.X")
@@ -134,7 +147,7 @@ def preprocess(
 
 
 def scale_features(
-    adata: AnnData, *, max_value: float | None = 10.0, copy: bool = False
+    adata: AnnData, *, max_value: float | None = 10.0, copy: bool = False, progress: bool = True
 ) -> AnnData | None:
     """Z-score each feature of ``adata.X``: subtract its mean, divide by its standard deviation.
 
@@ -143,14 +156,21 @@ def scale_features(
     ``ddof=1``, as `scanpy.pp.scale` does; a constant feature's is taken as 1, so it becomes 0.
     The result is dense: centring removes sparsity.
 
+    On an AnnData from `sivae.read_backed` the means and standard deviations come from one pass
+    over the file, features constant across cells are dropped with a warning, and the values
+    are z-scored per training batch.
+
     Parameters
     ----------
     adata
-        Cells x features in ``adata.X`` (dense or sparse, in memory), at least 2 cells.
+        Cells x features in ``adata.X`` (dense or sparse, in memory), at least 2 cells, or an
+        AnnData from `sivae.read_backed`.
     max_value
         Clip z-scores to [-max_value, max_value]; None for no clipping.
     copy
         Work on and return a copy instead of changing ``adata`` in place.
+    progress
+        Show a progress bar for the pass over a backed file.
 
     Returns
     -------
@@ -167,13 +187,16 @@ def scale_features(
         ``adata.X`` holds NaN or infinite values.
     """
     _check_max_value(max_value)
-    if adata.isbacked:
-        raise InputError(
-            "scale_features needs the data in memory, but adata is backed; load it with "
-            "adata = adata.to_memory() first"
-        )
+    _check_not_anndata_backed(adata, "scale_features")
     if copy:
         adata = adata.copy()
+    if is_backed(adata):
+        if adata.uns.get(KEYS.PREPROCESS, {}).get("raw_counts"):
+            raise InputError("adata was preprocessed with sivae.pp.preprocess, which already "
+                             "z-scores it; do not scale it again")
+        scale_backed(adata, max_value=max_value, progress=progress)
+        adata.uns[KEYS.PREPROCESS]["sivae_version"] = _version()
+        return adata if copy else None
     check_not_empty(adata)
     check_finite(adata.X, "adata.X")
     _scale_in_place(adata, max_value)
@@ -186,6 +209,15 @@ def scale_features(
     )
     adata.uns[KEYS.PREPROCESS] = record
     return adata if copy else None
+
+
+def _check_not_anndata_backed(adata: AnnData, what: str) -> None:
+    if isinstance(adata, AnnData) and adata.isbacked:
+        raise InputError(
+            f"{what} needs the matrix in memory or opened with sivae.read_backed, but adata was "
+            "opened with anndata's backed mode; use adata = adata.to_memory(), or "
+            "sivae.read_backed(path) to work out of core"
+        )
 
 
 def _scale_in_place(adata: AnnData, max_value: float | None) -> None:

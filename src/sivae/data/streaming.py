@@ -1,0 +1,260 @@
+"""`sivae.pp.preprocess` and `scale_features` for a matrix that stays on disk, in passes over its cells.
+
+An AnnData from `sivae.read_backed` carries obs and var but no matrix. Preprocessing it computes
+what the in-memory steps would (library sizes, constant features, highly variable genes, each
+feature's mean and standard deviation after log-normalisation) from sums over chunks of stored
+rows, never holding more than one chunk, and records them in obs, var and uns. The values
+themselves are normalised, log-transformed and z-scored per training batch (`RowTransform`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from .._constants import KEYS
+from .._errors import InputError
+from .backed import BackedCellMatrix, backed_matrix
+from .transform import RowTransform
+
+__all__ = ["preprocess_backed", "scale_backed"]
+
+_CHUNK_VALUES = 2**24  # stored values per chunk of rows in a pass (about 128 MB read)
+_N_BINS = 20  # mean bins of the Seurat dispersion ranking, as scanpy's default
+
+
+@dataclass
+class _Moments:
+    """Per-feature sums over cells of x and x^2 (implicit zeros add nothing)."""
+
+    n_features: int
+    n_cells: int = 0
+    total: np.ndarray = field(init=False)
+    total_sq: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total = np.zeros(self.n_features)
+        self.total_sq = np.zeros(self.n_features)
+
+    def add(self, block: sp.csr_matrix) -> None:
+        values = block.data.astype(np.float64)
+        self.total += np.bincount(block.indices, weights=values, minlength=self.n_features)
+        self.total_sq += np.bincount(block.indices, weights=values**2, minlength=self.n_features)
+        self.n_cells += block.shape[0]
+
+    def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and unbiased (ddof=1) variance, as scanpy's and our in-memory steps compute them."""
+        n = self.n_cells
+        mean = self.total / n
+        var = np.maximum(self.total_sq / n - mean**2, 0.0) * n / max(n - 1, 1)
+        return mean, var
+
+
+@dataclass
+class _Range:
+    """Per-feature minimum and maximum over cells, implicit zeros included."""
+
+    n_features: int
+    low: np.ndarray = field(init=False)
+    high: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.low = np.full(self.n_features, np.inf)
+        self.high = np.full(self.n_features, -np.inf)
+
+    def add(self, block: sp.csr_matrix) -> None:
+        self.low = np.minimum(self.low, block.min(axis=0).toarray().ravel())
+        self.high = np.maximum(self.high, block.max(axis=0).toarray().ravel())
+
+
+def preprocess_backed(
+    adata: AnnData,
+    *,
+    n_top_genes: int | None,
+    target_sum: float,
+    scale: bool,
+    max_value: float | None,
+    drop_constant: bool,
+    progress: bool = True,
+) -> dict:
+    """The steps of `sivae.pp.preprocess` on a backed AnnData; returns the uns record.
+
+    Pass 1 checks the counts and finds library sizes and constant features; pass 2 gathers the
+    moments of the normalised and of the log-normalised values of the other features.
+    """
+    if not scale:
+        raise InputError("a backed matrix is z-scored per training batch, so preprocess it with "
+                         "scale=True (the default)")
+    matrix = backed_matrix(adata, transform=None)
+    n_features_in = adata.n_vars
+    columns = _file_columns(adata, matrix)
+    totals, extent = _scan_counts(matrix, columns, progress=progress)
+    constant = extent.low == extent.high
+    keep = _kept_features(adata, constant, drop=drop_constant)
+    # normalize_total runs after constant features are dropped: take their counts off the totals
+    library = totals - float(extent.high[constant].sum())
+    columns = columns[keep]
+    normalised = _Moments(len(columns))
+    logged = _Moments(len(columns))
+    normalise = RowTransform(library_size=library, target_sum=target_sum, columns=columns)
+    for _, block in _chunks(matrix, normalise, "pass 2 of 2: feature statistics", progress):
+        normalised.add(block)
+        np.log1p(block.data, out=block.data)
+        logged.add(block)
+    adata._inplace_subset_var(keep)
+    hvg = _seurat_dispersions(*normalised.mean_var())
+    selected = n_top_genes is not None and n_top_genes < adata.n_vars
+    if selected:
+        hvg[KEYS.HIGHLY_VARIABLE] = _top_dispersions(hvg["dispersions_norm"].to_numpy(), n_top_genes)
+        for name, values in hvg.items():
+            adata.var[name] = values.to_numpy()
+    mean, var = logged.mean_var()
+    chosen = adata.var[KEYS.HIGHLY_VARIABLE].to_numpy() if selected else np.ones(adata.n_vars, bool)
+    adata._inplace_subset_var(chosen)
+    _record_scaling(adata, mean[chosen], var[chosen])
+    adata.obs[KEYS.LIBRARY_SIZE] = library
+    adata.uns["log1p"] = {"base": None}
+    return {
+        "raw_counts": True,
+        "backed": True,
+        "n_features_in": int(n_features_in),
+        "n_constant_dropped": int(constant.sum()),
+        "target_sum": float(target_sum),
+        "log1p": True,
+        "n_top_genes": None if n_top_genes is None else int(n_top_genes),
+        "highly_variable_flavor": "seurat" if selected else None,
+        "scaled": True,
+        "max_value": None if max_value is None else float(max_value),
+        "std_ddof": 1,
+        "counts_layer": None,
+        "n_features_out": int(adata.n_vars),
+    }
+
+
+def scale_backed(adata: AnnData, *, max_value: float | None, progress: bool = True) -> None:
+    """`sivae.pp.scale_features` on a backed AnnData: stored values z-scored per batch.
+
+    One pass gathers each feature's moments; constant features are dropped with a warning
+    (a z-scored constant is all zeros, which no model can use).
+    """
+    matrix = backed_matrix(adata, transform=None)
+    columns = _file_columns(adata, matrix)
+    moments, extent = _Moments(len(columns)), _Range(len(columns))
+    for _, block in _chunks(matrix, RowTransform(columns=columns), "feature statistics", progress):
+        moments.add(block)
+        extent.add(block)
+    keep = _kept_features(adata, extent.low == extent.high, drop=True)
+    mean, var = moments.mean_var()
+    adata._inplace_subset_var(keep)
+    _record_scaling(adata, mean[keep], var[keep])
+    record = dict(adata.uns.get(KEYS.PREPROCESS, {}))
+    record.update(backed=True, scaled=True, std_ddof=1,
+                  max_value=None if max_value is None else float(max_value))
+    adata.uns[KEYS.PREPROCESS] = record
+
+
+# -- passes ---------------------------------------------------------------------------------------
+def _chunks(
+    matrix: BackedCellMatrix, transform: RowTransform, what: str, progress: bool
+) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
+    """Consecutive blocks of stored rows (at most about _CHUNK_VALUES values each) after the
+    sparse steps of ``transform``, refusing NaN and infinite values."""
+    bar = tqdm(total=len(matrix), disable=not progress, unit="cell", desc=what, dynamic_ncols=True)
+    try:
+        for start, stop in matrix.row_chunks(_CHUNK_VALUES):
+            rows = np.arange(start, stop)
+            block = transform.sparse_steps(matrix.stored_rows(start, stop), rows)
+            if not np.all(np.isfinite(block.data)):
+                raise InputError(f"{matrix.key} of {str(matrix.path)!r} holds NaN or infinite "
+                                 "values; remove or impute them before training")
+            yield rows, block
+            bar.update(stop - start)
+    finally:
+        bar.close()
+
+
+def _scan_counts(
+    matrix: BackedCellMatrix, columns: np.ndarray, *, progress: bool
+) -> tuple[np.ndarray, _Range]:
+    """Pass 1: refuse non-counts; per-cell totals and per-feature minimum and maximum."""
+    totals, extent = np.zeros(len(matrix)), _Range(len(columns))
+    for rows, block in _chunks(matrix, RowTransform(columns=columns), "pass 1 of 2: counts", progress):
+        if np.any(block.data < 0) or np.any(block.data != np.rint(block.data)):
+            raise InputError(
+                f"{matrix.key} of {str(matrix.path)!r} holds negative or non-integer values, so "
+                "it is not raw counts; for normalised data use sivae.pp.scale_features instead"
+            )
+        totals[rows] = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
+        extent.add(block)
+    return totals, extent
+
+
+# -- what the in-memory steps compute, from the moments --------------------------------------------
+def _kept_features(adata: AnnData, constant: np.ndarray, *, drop: bool) -> np.ndarray:
+    n_constant = int(constant.sum())
+    if n_constant == len(constant):
+        raise InputError(f"all {n_constant} features of the backed matrix are constant across "
+                         "cells; check that the file holds the expression data")
+    if n_constant and not drop:
+        raise InputError(f"{n_constant} of {len(constant)} features are constant across cells "
+                         "(all-zero included); remove them or pass drop_constant=True")
+    if n_constant:
+        warnings.warn(f"dropped {n_constant} of {len(constant)} features that are constant across "
+                      "cells (all-zero included)", UserWarning, stacklevel=4)
+    return ~constant
+
+
+def _seurat_dispersions(mean: np.ndarray, var: np.ndarray) -> pd.DataFrame:
+    """scanpy's flavor="seurat" dispersions from the moments of the normalised (non-log) values.
+
+    Written out because scanpy computes them only from a matrix in memory; the steps follow
+    scanpy.pp.highly_variable_genes (log dispersion, 20 bins of log mean, z-score within a bin,
+    a bin of one gene scored 1), and tests/test_streaming.py checks the genes agree.
+    """
+    mean = mean.copy()
+    mean[mean == 0] = 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dispersion = var / mean
+        dispersion[dispersion == 0] = np.nan
+        dispersion = np.log(dispersion)
+    frame = pd.DataFrame({"means": np.log1p(mean), "dispersions": dispersion})
+    bins = pd.cut(frame["means"], bins=_N_BINS)
+    stats = frame.groupby(bins, observed=True)["dispersions"].agg(avg="mean", dev="std")
+    single = stats["dev"].isnull()
+    stats.loc[single, "dev"] = stats.loc[single, "avg"]
+    stats.loc[single, "avg"] = 0.0
+    per_gene = stats.loc[bins].set_index(frame.index)
+    frame["dispersions_norm"] = (frame["dispersions"] - per_gene["avg"]) / per_gene["dev"]
+    return frame
+
+
+def _top_dispersions(dispersion_norm: np.ndarray, n_top: int) -> np.ndarray:
+    """scanpy's n_top_genes cut: every gene at or above the n-th highest normalised dispersion."""
+    finite = np.sort(dispersion_norm[~np.isnan(dispersion_norm)])[::-1]
+    cut = finite[min(n_top, finite.size) - 1]
+    return np.nan_to_num(dispersion_norm, nan=-np.inf) >= cut
+
+
+def _record_scaling(adata: AnnData, mean: np.ndarray, var: np.ndarray) -> None:
+    std = np.sqrt(var)
+    std[std == 0] = 1.0
+    adata.var[KEYS.FEATURE_MEAN] = mean
+    adata.var[KEYS.FEATURE_STD] = std
+
+
+def _file_columns(adata: AnnData, matrix: BackedCellMatrix) -> np.ndarray:
+    """Positions in the file of adata's features."""
+    stored = matrix.var_names()
+    position = pd.Index(stored).get_indexer(adata.var_names)
+    if np.any(position < 0):
+        missing = adata.var_names[position < 0]
+        raise InputError(f"{len(missing)} features of adata (e.g. {missing[0]!r}) are not in "
+                         f"{str(matrix.path)!r}; open the file again with sivae.read_backed")
+    return position
