@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 import sivae
 from sivae._constants import FILES, KEYS
@@ -187,3 +188,28 @@ def test_fit_then_embed_round_trip(counts_file, tmp_path, capsys):
     # a second fit to the same paths is refused, and allowed with --force
     assert main(fit) == 2
     assert main([*fit, "--force"]) == 0
+
+
+def test_backed_fit_matches_in_memory_and_refuses_a_dense_file(counts_file, tmp_path, capsys, one_thread):
+    options = ["--epochs", "2", "--hidden", "16,8", "--c-red", "20", "--batch-size", "32",
+               "--n-top-genes", "30", "--no-progress", "--device", "cpu"]
+    assert main(["fit", str(counts_file), "-o", str(tmp_path / "x.h5ad"), "--backed", *options]) == 2
+    assert "dense matrix, and backed training needs a CSR matrix" in _error_line(capsys)
+
+    sparse_file = tmp_path / "csr.h5ad"
+    counts = _counts()
+    counts.X = sp.csr_matrix(counts.X)
+    counts.write_h5ad(sparse_file)
+    memory_out, backed_out, model_dir = tmp_path / "memory.h5ad", tmp_path / "backed.h5ad", tmp_path / "m"
+    assert main(["fit", str(counts_file), "-o", str(memory_out), *options]) == 0
+    assert main(["fit", str(sparse_file), "-o", str(backed_out), "--backed", "--model-dir",
+                 str(model_dir), *options]) == 0, capsys.readouterr().err
+    memory, backed = ad.read_h5ad(memory_out), ad.read_h5ad(backed_out)
+    assert backed.X is None  # the matrix stays in the input file
+    assert list(backed.var_names) == list(memory.var_names)
+    np.testing.assert_allclose(backed.obsm[KEYS.CELL_EMBEDDING], memory.obsm[KEYS.CELL_EMBEDDING], atol=1e-3)
+    # the saved model embeds the counts again with the backed run's preprocessing
+    again = tmp_path / "again.h5ad"
+    assert main(["embed", str(model_dir), str(counts_file), "-o", str(again), "--device", "cpu"]) == 0
+    np.testing.assert_allclose(ad.read_h5ad(again).obsm[KEYS.CELL_EMBEDDING],
+                               backed.obsm[KEYS.CELL_EMBEDDING], atol=1e-4)

@@ -11,7 +11,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _top_genes(text: str) -> int | None:
+    return None if text.strip().lower() == "all" else _positive_int(text)
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(","))
@@ -147,10 +152,16 @@ def _add_fit(sub: Any) -> None:
                    help="Adam's rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
     p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
-    p.add_argument("--n-top-genes", type=_positive_int, default=2000, metavar="N",
-                   help="highly variable features kept by preprocessing (default 2000)")
+    p.add_argument("--n-top-genes", type=_top_genes, default=2000, metavar="N|all",
+                   help="highly variable features kept by preprocessing (default 2000; all: "
+                   "every non-constant feature)")
     p.add_argument("--no-preprocess", action="store_true",
-                   help="IN is already normalised and z-scored: use adata.X as it is")
+                   help="IN is already normalised and z-scored: use adata.X as it is (with "
+                   "--backed: normalised and log-transformed, z-scored per batch)")
+    p.add_argument("--backed", action="store_true",
+                   help="leave IN's matrix on disk (an .h5ad with CSR X) and read minibatches of "
+                   "cells from it: memory does not grow with the cells; OUT then holds the "
+                   "results and annotations without a copy of the matrix")
     p.add_argument("--checkpoint-dir", metavar="DIR", help="write a checkpoint here while training")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -246,7 +257,7 @@ def _check_input(path: str) -> Path:
 
 # -- commands -------------------------------------------------------------------------------------
 def _fit(args: argparse.Namespace) -> int:
-    from sivae import SIVAE, read
+    from sivae import SIVAE
     from sivae.data.io import write_h5ad
 
     source = _check_input(args.input)
@@ -261,12 +272,13 @@ def _fit(args: argparse.Namespace) -> int:
         if checkpoints.exists() and not checkpoints.is_dir():
             raise InputError(f"--checkpoint-dir {args.checkpoint_dir!r} exists and is not a folder")
         _check_writable(checkpoints / FILES.CHECKPOINT_META, "--checkpoint-dir")
-    adata = read(source)
-    if not args.no_preprocess:
-        adata = _preprocess(adata, n_top_genes=args.n_top_genes)
-    model = SIVAE(adata, **_model_options(args))
-    model.train(max_epochs=args.epochs, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                progress=not args.no_progress)
+    with _process_group(args.device) as rank:
+        adata = _load(source, args, progress=not args.no_progress and rank == 0)
+        model = SIVAE(adata, **_model_options(args))
+        model.train(max_epochs=args.epochs, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                    progress=not args.no_progress)
+    if rank != 0:
+        return 0  # every rank holds the same model; rank 0 writes it
     write_h5ad(model.adata, out, force=args.force)
     if model_dir is not None:
         model_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +289,41 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {adata.n_obs} cells x {adata.n_vars} features; obsm"
           f"[{keys.cell_embedding!r}], varm[{keys.loadings!r}], var[{keys.centrality!r}]{saved}")
     return 0
+
+
+@contextmanager
+def _process_group(device: str) -> Iterator[int]:
+    """Join torchrun's process group when it started several of us; yields this process's rank."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        world_size = int(text)
+    except ValueError:
+        raise InputError(f"the environment variable WORLD_SIZE is {text!r}, not a number of "
+                         "processes; unset it, or launch several with torchrun") from None
+    if world_size <= 1:
+        yield 0
+        return
+    import torch
+    import torch.distributed as dist
+
+    from sivae.model import resolve_device
+
+    if not dist.is_available():
+        raise InputError(f"WORLD_SIZE is {world_size} but this torch build has no torch.distributed; "
+                         "unset WORLD_SIZE to train in one process")
+    dev = resolve_device(device)  # under torchrun, CUDA is GPU LOCAL_RANK
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    try:
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    except (ValueError, RuntimeError) as err:  # e.g. WORLD_SIZE set by hand, no MASTER_ADDR
+        raise InputError(f"WORLD_SIZE is {world_size} but the process group could not start "
+                         f"({err}); launch with torchrun, or unset WORLD_SIZE to train in one "
+                         "process") from err
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,11 +341,25 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _preprocess(adata: Any, *, n_top_genes: int) -> Any:
+def _load(source: Path, args: argparse.Namespace, *, progress: bool) -> Any:
+    """IN as the model trains on it: read (or opened on disk with --backed) and preprocessed."""
+    from sivae import pp, read, read_backed
+
+    if not args.backed:
+        adata = read(source)
+        return adata if args.no_preprocess else _preprocess(adata, n_top_genes=args.n_top_genes)
+    adata = read_backed(source)
+    if args.no_preprocess:  # normalised values in a CSR file: only the z-score is left to do
+        pp.scale_features(adata, progress=progress)
+        return adata
+    return _preprocess(adata, n_top_genes=args.n_top_genes, progress=progress)
+
+
+def _preprocess(adata: Any, *, n_top_genes: int | None, progress: bool = True) -> Any:
     from sivae import pp
 
     try:
-        result = pp.preprocess(adata, n_top_genes=n_top_genes)
+        result = pp.preprocess(adata, n_top_genes=n_top_genes, progress=progress)
     except InputError as err:  # point command-line users to the flag, not the Python function
         hint = "pass --no-preprocess (z-score them per feature first)"
         raise InputError(str(err).replace("use sivae.pp.scale_features instead", hint)) from err

@@ -1,7 +1,9 @@
 """The three-step trainer: optimisation, early stopping, progress, checkpoints.
 
 It knows modules only through ``phases``, ``phase_parameters(phase)`` and ``loss(batch, phase)``,
-and data only through a row source and a block sampler (data/loaders.py).
+and data only through a row source and a block sampler (data/loaders.py). Inside a
+``torch.distributed`` process group (e.g. under ``torchrun``) each rank trains on its share of the
+batches and DistributedDataParallel averages the gradients, so all ranks hold the same model.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ._constants import FILES
@@ -30,6 +35,37 @@ from .module import Batch, Losses
 
 
 _EVAL_FEATURE_BLOCK = 4096  # features per held-out loss evaluation step, at least
+
+
+def distributed_context() -> tuple[int, int] | None:
+    """This process's place in the default ``torch.distributed`` process group.
+
+    Returns
+    -------
+    (rank, world_size) when a process group is initialised (e.g. by ``sivae fit`` under
+    ``torchrun``), else None: a single process.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    # on the trainer's device, which is where NCCL needs it; gloo takes CPU tensors
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+class _PhaseLoss(nn.Module):
+    """module.loss as a forward(), for DistributedDataParallel, which syncs only through one."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: Batch, phase: str) -> Losses:
+        return self.module.loss(batch, phase)
 
 
 @dataclass(frozen=True)
@@ -93,7 +129,11 @@ class _Stopper:
 
 
 class Trainer:
-    """Runs a module's training phases in order, each with early stopping on held-out cells."""
+    """Runs a module's training phases in order, each with early stopping on held-out cells.
+
+    Inside a process group every rank must build its Trainer on the same data and module and call
+    ``fit`` (and ``evaluate``) together: both run collectives.
+    """
 
     def __init__(
         self,
@@ -107,13 +147,14 @@ class Trainer:
         self.module, self.data, self.config = module, data, config
         self.device = torch.device(device)
         self.progress = progress
+        self.rank, self.world_size = distributed_context() or (0, 1)
         if module.config.likelihood == "nb":
             fbs = data.n_features  # the softmax of eq. 15 runs over every feature
         else:
             fbs = min(data.n_features, config.feature_batch_size or 2048)
         self.sampler = BlockSampler(
             data.train_idx, data.n_features, batch_size=config.batch_size,
-            feature_batch_size=fbs, seed=config.seed,
+            feature_batch_size=fbs, seed=config.seed, rank=self.rank, world_size=self.world_size,
         )
         self.history: list[dict[str, Any]] = []
         self.library = None if data.counts is None else torch.from_numpy(data.counts.row_sums())
@@ -137,12 +178,13 @@ class Trainer:
         )
 
     # -- one epoch, one evaluation ----------------------------------------------------------------
-    def _train_epoch(self, phase: str, optimizer: torch.optim.Optimizer, params: list) -> dict:
+    def _train_epoch(self, phase: str, optimizer: torch.optim.Optimizer, params: list,
+                     loss_fn: Callable[[Batch, str], Losses]) -> dict:
         self.module.train()
         sums: dict[str, float] = {}
         n = 0
         for cell_idx, feature_idx in self.sampler.epoch():
-            losses: Losses = self.module.loss(self._batch(cell_idx, feature_idx), phase)
+            losses: Losses = loss_fn(self._batch(cell_idx, feature_idx), phase)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             if self.config.grad_clip:
@@ -151,11 +193,19 @@ class Trainer:
             for k, v in losses.as_floats().items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
+        if self.world_size > 1:  # every rank took n steps: the mean over all ranks' steps
+            keys = list(sums)  # the same order on every rank: Losses.as_floats()
+            *totals, n = _all_reduce_sum([sums[k] for k in keys] + [n], self.device)
+            sums = dict(zip(keys, totals))
         return {k: v / max(n, 1) for k, v in sums.items()}
 
     @torch.no_grad()
     def evaluate(self, phase: str) -> float:
-        """Held-out loss of the phase, with a fixed noise seed so epochs compare fairly."""
+        """Held-out loss of the phase, with a fixed noise seed so epochs compare fairly.
+
+        In a process group each rank scores every world_size-th batch of held-out cells and the
+        sums are all-reduced, so every rank returns the same loss (and stops at the same epoch).
+        """
         self.module.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + 1)
@@ -166,13 +216,16 @@ class Trainer:
             fbs = max(self.sampler.feature_batch_size, _EVAL_FEATURE_BLOCK)
             blocks = [np.arange(s, min(s + fbs, n_features)) for s in range(0, n_features, fbs)]
             total, weight = 0.0, 0
-            for s in range(0, len(self.data.val_idx), self.config.batch_size):
-                cells = self.data.val_idx[s : s + self.config.batch_size]
+            val_batches = [self.data.val_idx[s : s + self.config.batch_size]
+                           for s in range(0, len(self.data.val_idx), self.config.batch_size)]
+            for cells in val_batches[self.rank :: self.world_size]:
                 for block in blocks:
                     # each block's loss already estimates all features: weight it by its share
                     loss = self.module.loss(self._batch(cells, block), phase).total.item()
                     total += loss * len(cells) * len(block) / n_features
                 weight += len(cells)
+        if self.world_size > 1:
+            total, weight = _all_reduce_sum([total, weight], self.device)
         return total / max(weight, 1)
 
     # -- the whole run --------------------------------------------------------------------------
@@ -186,9 +239,39 @@ class Trainer:
         ]
         return torch.optim.Adam(groups, lr=self.config.learning_rate), params
 
+    def _train_only(self, phase: str, trainable: dict[int, bool]) -> None:
+        # DDP registers the parameters that require grad when it is built: exactly this phase's
+        ours = {id(p) for p in self.module.phase_parameters(phase)}
+        for p in self.module.parameters():
+            p.requires_grad_(trainable[id(p)] and id(p) in ours)
+
+    def _loss_fn(self) -> Callable[[Batch, str], Losses]:
+        """module.loss, or with several ranks its DDP wrapper, which averages the gradients."""
+        if self.world_size == 1:
+            return self.module.loss
+        indexed_cuda = self.device.type == "cuda" and self.device.index is not None
+        # Every parameter of a phase enters that phase's loss (tests/test_distributed.py checks
+        # each module and option), so find_unused_parameters stays False.
+        return DistributedDataParallel(_PhaseLoss(self.module),
+                                       device_ids=[self.device.index] if indexed_cuda else None)
+
+    def _checkpoint(self, directory, optimizer, stopper: _Stopper, position: dict) -> None:
+        """Rank 0 writes, with every rank's RNG state; the others wait until the folder is whole."""
+        rng = torch.get_rng_state()  # the CPU generator's, as a single process saves
+        rng_states = [rng]
+        if self.world_size > 1:
+            rng_states = [torch.empty_like(rng, device=self.device) for _ in range(self.world_size)]
+            dist.all_gather(rng_states, rng.to(self.device))
+        if self.rank == 0:
+            save_checkpoint(directory, self, optimizer, stopper, position,
+                            rng_states=[state.cpu() for state in rng_states])
+        if self.world_size > 1:
+            nccl = dist.get_backend() == "nccl" and self.device.index is not None
+            dist.barrier(device_ids=[self.device.index] if nccl else None)
+
     def fit(self, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
         """Train every phase; returns the per-epoch history (also kept in ``self.history``)."""
-        torch.manual_seed(self.config.seed)
+        torch.manual_seed(self.config.seed + self.rank)  # each rank its own noise; rank 0 as when alone
         phases = list(self.module.phases)
         start = {"phase": 0, "epoch": 0}
         restored = None
@@ -197,12 +280,16 @@ class Trainer:
             start = restored["position"]
         total = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases))
         done = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases[: start["phase"]])) + start["epoch"]
-        bar = tqdm(total=total, initial=done, disable=not self.progress, unit="epoch", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=done, disable=not self.progress or self.rank != 0, unit="epoch",
+                   dynamic_ncols=True)
+        trainable = {id(p): p.requires_grad for p in self.module.parameters()}
         try:
             for i in range(start["phase"], len(phases)):
                 phase = phases[i]
                 n_epochs = self.config.epochs_for(phase, i == len(phases) - 1)
+                self._train_only(phase, trainable)
                 optimizer, params = self._optimizer(phase)
+                loss_fn = self._loss_fn()
                 stopper = _Stopper(self.config.patience)
                 first = 0
                 # a checkpoint at a phase's end holds that phase's optimiser: start the next afresh
@@ -213,7 +300,7 @@ class Trainer:
                     restored = None
                 for epoch in range(first, n_epochs):
                     t0 = time.perf_counter()
-                    train = self._train_epoch(phase, optimizer, params)
+                    train = self._train_epoch(phase, optimizer, params, loss_fn)
                     val = self.evaluate(phase)
                     stop = stopper.update(val, epoch, self.module)
                     self.history.append({"phase": phase, "epoch": epoch, "val": val,
@@ -226,18 +313,25 @@ class Trainer:
                         self.module.load_state_dict(stopper.best_state)  # keep the best epoch
                     if checkpoint_dir and (last_epoch or (epoch + 1) % self.config.checkpoint_every == 0):
                         nxt = {"phase": i + 1, "epoch": 0} if last_epoch else {"phase": i, "epoch": epoch + 1}
-                        save_checkpoint(checkpoint_dir, self, optimizer, stopper, nxt)
+                        self._checkpoint(checkpoint_dir, optimizer, stopper, nxt)
                     if stop:
                         bar.update(n_epochs - epoch - 1)
                         break
+                del loss_fn  # a DDP wrapper's gradient hooks must not outlive its phase
         finally:
             bar.close()
+            for p in self.module.parameters():
+                p.requires_grad_(trainable[id(p)])
         return self.history
 
 
 # -- checkpoints: safetensors + JSON, written atomically, never unpickled -------------------------
-def save_checkpoint(directory, trainer: Trainer, optimizer, stopper: _Stopper, position: dict) -> None:
-    """Write everything a resumed run needs; the folder is replaced in one rename."""
+def save_checkpoint(directory, trainer: Trainer, optimizer, stopper: _Stopper, position: dict, *,
+                    rng_states: list[torch.Tensor] | None = None) -> None:
+    """Write everything a resumed run needs; the folder is replaced in one rename.
+
+    ``rng_states`` holds each rank's torch RNG state, rank 0's first; None: this process's.
+    """
     directory = Path(directory)
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in trainer.module.state_dict().items()}
     if stopper.best_state is not None:
@@ -249,7 +343,9 @@ def save_checkpoint(directory, trainer: Trainer, optimizer, stopper: _Stopper, p
         for key, value in state.items():
             tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
             opt_meta["state"][str(pid)].append(key)
-    tensors["rng.torch"] = torch.get_rng_state()
+    rng_states = rng_states or [torch.get_rng_state()]
+    tensors["rng.torch"] = rng_states[0]
+    tensors.update({f"rng.torch.rank{r}": state for r, state in enumerate(rng_states[1:], 1)})
     meta = {
         "position": position,
         "optimizer": opt_meta,
@@ -295,7 +391,7 @@ def load_checkpoint(directory, trainer: Trainer) -> dict[str, Any]:
         opt_state = {int(pid): {key: tensors[f"optim.{pid}.{key}"] for key in keys}
                      for pid, keys in meta["optimizer"]["state"].items()}
         param_groups = list(meta["optimizer"]["param_groups"])
-        sampler_state, history, rng = meta["sampler"], list(meta["history"]), tensors["rng.torch"]
+        sampler_state, history = meta["sampler"], list(meta["history"])
     except Exception as err:  # truncated, foreign or hand-edited files
         raise InputError(f"the checkpoint in {directory} is unreadable or incomplete "
                          f"({type(err).__name__}: {err}); delete it and train afresh") from err
@@ -304,6 +400,10 @@ def load_checkpoint(directory, trainer: Trainer) -> dict[str, Any]:
             f"the checkpoint in {directory} was written by {world_size} processes but this run "
             f"has {trainer.sampler.world_size}; resume with the same number of processes"
         )
+    rng = tensors.get("rng.torch" if trainer.rank == 0 else f"rng.torch.rank{trainer.rank}")
+    if rng is None:
+        raise InputError(f"the checkpoint in {directory} lacks the random state of rank "
+                         f"{trainer.rank}; delete it and train afresh")
     module_state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
     best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
     previous = {k: v.clone() for k, v in trainer.module.state_dict().items()}
