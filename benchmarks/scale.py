@@ -1,0 +1,233 @@
+"""Backed (out-of-core) siVAE at atlas scale: peak memory and time as cells, features and K grow.
+
+Every measurement runs in a fresh child process on a sparse count file written by
+``sivae simulate-large`` (kept in --data between runs), and goes through the package's own path:
+``sivae.read_backed`` -> ``sivae.pp.preprocess`` (two passes over the file, all non-constant
+features kept) -> ``sivae.SIVAE`` (feature input: streamed PCA of X^T over at most 50,000 cells) ->
+training steps that read random cells of the whole file. The child reports its peak resident
+memory (ru_maxrss, which leaves out the page cache) and the seconds of each stage.
+
+Training throughput: each of siVAE's three steps (cell, feature, joint) runs one epoch over
+``--measure-cells`` cells drawn uniformly from the whole file (after a warm-up epoch on 512 other
+cells), and the held-out loss is timed separately on 256 cells; both are reported per 10,000
+cells. A full epoch of a step = (training seconds per 10k cells) x (training cells / 10k) + (held-out
+seconds per 10k cells) x (held-out cells / 10k).
+
+Baseline, same script: the smallest cell count also trains from memory (the same file read whole
+into RAM and preprocessed by scanpy), and every backed figure is printed as a ratio against it.
+
+    python benchmarks/scale.py --quick           # ~3 min: 5k/20k cells x 2k features
+    python benchmarks/scale.py                   # the issue's grid, ~1 h on 2 CPU cores, 40 GB disk
+    python benchmarks/scale.py --device cuda     # the same on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ENCODER = (1024, 512, 128)
+BATCH = 256
+GRID = {
+    "cells": {"n_cells": [50_000, 200_000, 1_000_000], "n_features": 28_000},
+    "features": {"n_cells": 8_000, "n_features": [28_000, 120_000, 240_000]},
+    "latent": {"n_cells": 50_000, "n_features": 28_000, "n_latent": [20, 128, 512]},
+}
+QUICK = {
+    "cells": {"n_cells": [5_000, 20_000], "n_features": 2_000},
+    "features": {"n_cells": 2_000, "n_features": [2_000, 8_000]},
+    "latent": {"n_cells": 5_000, "n_features": 2_000, "n_latent": [20, 128]},
+}
+ATLAS = (1_300_000, 28_000)  # the paper's brain atlas, cells x genes
+
+
+# -- the child: one measurement in a fresh process ---------------------------------------------------
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure(path: str, *, n_latent: int, measure_cells: int, device: str, in_memory: bool) -> dict[str, Any]:
+    import anndata as ad
+    import torch
+
+    import sivae
+    from sivae.train import TrainConfig, Trainer, TrainingData
+
+    torch.manual_seed(0)
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if in_memory:
+        adata = ad.read_h5ad(path)
+        sivae.pp.preprocess(adata, n_top_genes=None)
+    else:
+        adata = sivae.read_backed(path)
+        sivae.pp.preprocess(adata, n_top_genes=None, progress=False)
+    out["preprocess_s"] = time.perf_counter() - t0
+    out["rss_after_preprocess_mb"] = peak_rss_mb()
+    t0 = time.perf_counter()
+    model = sivae.SIVAE(adata, n_latent=n_latent, encoder_hidden=ENCODER, batch_size=BATCH, device=device)
+    out["feature_input_s"] = time.perf_counter() - t0
+    out["n_cells"], out["n_features"] = adata.n_obs, adata.n_vars
+
+    rng = np.random.default_rng(0)
+    order = rng.permutation(model.train_idx)
+    warm, timed = np.sort(order[:512]), np.sort(order[512 : 512 + measure_cells])
+    val = np.sort(model.val_idx[:256])
+    config = TrainConfig(max_epochs=1, pretrain_epochs=1, batch_size=BATCH,
+                         feature_batch_size=model._default_feature_batch(), seed=0)
+
+    def run(cells: np.ndarray) -> Trainer:
+        data = TrainingData(cells=model.cells, train_idx=cells, val_idx=val, feature_x=model.feature_x)
+        trainer = Trainer(model.module, data, config, device=model.device, progress=False)
+        trainer.fit()
+        return trainer
+
+    run(warm)
+    trainer = run(timed)
+    for entry in trainer.history:
+        phase = entry["phase"]
+        t0 = time.perf_counter()
+        trainer.evaluate(phase)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        evaluate = time.perf_counter() - t0
+        out[f"{phase}_train_s_per_10k"] = (entry["seconds"] - evaluate) / len(timed) * 1e4
+        out[f"{phase}_heldout_s_per_10k"] = evaluate / len(val) * 1e4
+    out["peak_rss_mb"] = peak_rss_mb()
+    if model.device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+# -- the parent: data, children, tables ----------------------------------------------------------------
+def dataset(folder: Path, n_cells: int, n_features: int, density: float) -> Path:
+    from sivae.data.simulate import simulate_large
+
+    path = folder / f"sim_{n_cells}x{n_features}_d{density}.h5ad"
+    if not path.exists():
+        t0 = time.perf_counter()
+        simulate_large(path, n_cells, n_features, density=density, progress=False)
+        print(f"  wrote {path.name} ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.0f} s",
+              flush=True)
+    return path
+
+
+def child(path: Path, args: argparse.Namespace, *, n_latent: int = 20, in_memory: bool = False) -> dict[str, Any]:
+    spec = {"path": str(path), "n_latent": n_latent, "measure_cells": args.measure_cells,
+            "device": args.device, "in_memory": in_memory}
+    run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"measurement failed for {spec}:\n{run.stderr[-3000:]}")
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result.update(n_latent=n_latent, in_memory=in_memory)
+    return result
+
+
+def epoch_seconds(r: dict[str, Any], n_cells: int, holdout: float = 0.1) -> dict[str, float]:
+    """Projected seconds of one full epoch of each step on ``n_cells`` cells."""
+    train, held = n_cells * (1 - holdout) / 1e4, n_cells * holdout / 1e4
+    return {phase: r[f"{phase}_train_s_per_10k"] * train + r[f"{phase}_heldout_s_per_10k"] * held
+            for phase in ("cell", "feature", "joint")}
+
+
+def row(label: str, r: dict[str, Any], base: dict[str, Any]) -> str:
+    joint = r["joint_train_s_per_10k"]
+    return (f"{label:>22} | {r['peak_rss_mb']:>9,.0f} {r['peak_rss_mb'] / base['peak_rss_mb']:>6.2f} | "
+            f"{r['preprocess_s']:>8.1f} {r['feature_input_s']:>8.1f} | "
+            f"{r['cell_train_s_per_10k']:>7.1f} {r['feature_train_s_per_10k']:>7.1f} {joint:>7.1f} "
+            f"{joint / base['joint_train_s_per_10k']:>6.2f} | {r['joint_heldout_s_per_10k']:>7.1f}")
+
+
+HEADER = (f"{'':>22} | {'peak MB':>9} {'ratio':>6} | {'prep s':>8} {'featin s':>8} | "
+          f"{'cell':>7} {'feature':>7} {'joint':>7} {'ratio':>6} | {'held':>7}\n"
+          f"{'':>22} | {'(RSS)':>9} {'':>6} | {'':>8} {'':>8} | "
+          f"{'train s per 10k cells':>23} {'':>6} | {'s/10k':>7}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small grid, a few minutes")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--data", type=Path, default=Path("benchmarks/.data"), help="where the count files go")
+    parser.add_argument("--density", type=float, default=0.03, help="fraction of non-zero counts")
+    parser.add_argument("--measure-cells", type=int, default=2_560, help="cells per timed epoch")
+    parser.add_argument("--parts", default="cells,features,latent", help="which grids to run")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(**json.loads(args.child))))
+        return
+
+    grid = QUICK if args.quick else GRID
+    args.data.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                           "device": args.device}, "density": args.density,
+                               "measure_cells": args.measure_cells, "batch_size": BATCH,
+                               "encoder": list(ENCODER)}
+    parts = args.parts.split(",")
+    base = None
+    if "cells" in parts:
+        g = grid["cells"]
+        print(f"\n== cells at {g['n_features']:,} features (backed; ratios against the in-memory run "
+              f"at {g['n_cells'][0]:,} cells) ==", flush=True)
+        paths = [dataset(args.data, n, g["n_features"], args.density) for n in g["n_cells"]]
+        base = child(paths[0], args, in_memory=True)
+        runs = [child(p, args) for p in paths]
+        print(HEADER)
+        print(row(f"in memory {g['n_cells'][0]:,}", base, base))
+        for n, r in zip(g["n_cells"], runs):
+            print(row(f"backed {n:,}", r, base))
+        slope = (runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]) * 2**20 / (g["n_cells"][-1] - g["n_cells"][0])
+        print(f"peak memory grows by {slope:,.0f} bytes per cell (backed); "
+              f"preprocessing {1e4 * runs[-1]['preprocess_s'] / g['n_cells'][-1]:.2f} s per 10k cells")
+        atlas = epoch_seconds(runs[-1], ATLAS[0])
+        print("projected epoch on 1.3M cells x 28k genes (scaled from the largest run): "
+              + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in atlas.items()))
+        results["cells"] = {"base_in_memory": base, "backed": runs, "rss_bytes_per_cell": slope,
+                            "atlas_epoch_hours": {k: v / 3600 for k, v in atlas.items()}}
+    if "features" in parts:
+        g = grid["features"]
+        print(f"\n== features at {g['n_cells']:,} cells (backed; ratios against the first) ==", flush=True)
+        runs = [child(dataset(args.data, g["n_cells"], f, args.density), args) for f in g["n_features"]]
+        print(HEADER)
+        for f, r in zip(g["n_features"], runs):
+            print(row(f"backed {f:,} features", r, runs[0]))
+        per = (runs[-1]["joint_train_s_per_10k"] - runs[0]["joint_train_s_per_10k"]) / (
+            (g["n_features"][-1] - g["n_features"][0]) / 1e4)
+        print(f"joint step: +{per:.2f} s per 10k cells for every 10k features")
+        results["features"] = {"backed": runs, "joint_s_per_10k_cells_per_10k_features": per}
+    if "latent" in parts:
+        g = grid["latent"]
+        print(f"\n== embedding size at {g['n_cells']:,} cells x {g['n_features']:,} features (backed) ==",
+              flush=True)
+        path = dataset(args.data, g["n_cells"], g["n_features"], args.density)
+        runs = [child(path, args, n_latent=k) for k in g["n_latent"]]
+        print(HEADER)
+        for k, r in zip(g["n_latent"], runs):
+            print(row(f"backed K={k}", r, runs[0]))
+        per = (runs[-1]["joint_train_s_per_10k"] - runs[0]["joint_train_s_per_10k"]) / (
+            g["n_latent"][-1] - g["n_latent"][0])
+        print(f"joint step: {per * 1e3:+.1f} ms per 10k cells for every embedding dimension")
+        results["latent"] = {"backed": runs, "joint_s_per_10k_cells_per_dim": per}
+    RESULTS.mkdir(exist_ok=True)
+    name = "scale_quick" if args.quick else "scale"
+    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    out = RESULTS / f"{name}{suffix}.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
