@@ -433,9 +433,9 @@ def _read_preprocessing(model_dir: Path) -> dict[str, Any]:
 def _prepare_cells(adata: Any, features: list[str], record: dict[str, Any] | None) -> Any:
     """The model's features of ``adata``, transformed as the training cells were."""
     import numpy as np
-    import scanpy as sc
     import scipy.sparse as sp
 
+    from sivae.data.transform import RowTransform
     from sivae.data.validate import check_counts, check_unique_names
 
     check_unique_names(adata)
@@ -446,21 +446,19 @@ def _prepare_cells(adata: Any, features: list[str], record: dict[str, Any] | Non
         raise InputError(f"{FILES.PREPROCESS} does not match the model's features; re-run fit")
     check_counts(adata.X, "adata.X", hint="`sivae embed` expects raw counts, as `sivae fit` did; "
                  "pass --no-preprocess for data already scaled like the training data")
-    cells = adata.copy()
-    cells.X = cells.X.astype(np.float32)
-    counts = cells[:, features].X.copy()
-    sc.pp.normalize_total(cells, target_sum=record["target_sum"])  # over all genes, as in fit
-    sc.pp.log1p(cells)
-    cells = cells[:, features].copy()
-    cells.layers[KEYS.COUNTS] = counts
-    X = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X)
+    counts = sp.csr_matrix(adata.X, dtype=np.float32)
     order = [position[name] for name in features]
-    mean = np.asarray(record["feature_mean"], dtype=np.float32)[order]
-    std = np.asarray(record["feature_std"], dtype=np.float32)[order]
-    X = (X - mean) / std
-    if record["max_value"] is not None:
-        X = np.clip(X, -record["max_value"], record["max_value"])
-    cells.X = X.astype(np.float32)
+    # the training steps, per cell: normalise over all genes (as in fit), log1p, the model's
+    # features, the stored z-score; the same transform backed training applies per batch
+    transform = RowTransform(
+        library_size=np.asarray(counts.sum(1)).ravel(), target_sum=record["target_sum"], log1p=True,
+        columns=adata.var_names.get_indexer(features),
+        mean=np.asarray(record["feature_mean"])[order], std=np.asarray(record["feature_std"])[order],
+        max_value=record["max_value"],
+    )
+    cells = adata[:, features].copy()
+    cells.layers[KEYS.COUNTS] = sp.csr_matrix(cells.X, dtype=np.float32)
+    cells.X = transform.apply(counts, np.arange(adata.n_obs))
     return cells
 
 
