@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import sivae.datasets
 from sivae._constants import KEYS
 from sivae._errors import InputError
-from sivae.data import datasets as data_datasets
+from sivae import datasets as data_datasets
 
 
 def test_pbmc68k_reduced():

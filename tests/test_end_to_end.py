@@ -10,7 +10,7 @@ import pytest
 
 import sivae
 from sivae._constants import KEYS
-from sivae.analysis import hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_silhouette
+from sivae.tl import hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_silhouette
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
-from sivae.analysis import hubs, hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_silhouette
+from sivae.tl import hubs, hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_silhouette
 
 
 def _clusters(n_per: int = 40, n_types: int = 3, spread: float = 0.1, seed: int = 0):

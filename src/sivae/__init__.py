@@ -9,7 +9,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-from . import datasets, pp
+from . import datasets, pl, pp, tl
 from ._constants import KEYS
 from ._errors import InputError
 from .baselines import LDVAE, VAE
@@ -17,4 +17,4 @@ from .data.backed import read_backed
 from .data.io import read
 from .model import SIVAE, load_model
 
-__all__ = ["KEYS", "InputError", "LDVAE", "SIVAE", "VAE", "datasets", "load_model", "pp", "read", "read_backed", "__version__"]
+__all__ = ["KEYS", "InputError", "LDVAE", "SIVAE", "VAE", "datasets", "load_model", "pl", "pp", "read", "read_backed", "tl", "__version__"]

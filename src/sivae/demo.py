@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from sivae import plot
+from sivae import pl
 from sivae._constants import FILES, KEYS
 from sivae._errors import InputError
-from sivae.analysis import hubs, hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_silhouette
+from sivae.tl import hubs, hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_silhouette
 
 # K=8: room for the five communities' programmes, so hubs stand out (K=2 finds about half).
 NETWORK_LATENT = 8
@@ -181,12 +181,12 @@ def _pbmc_metrics(adata: AnnData) -> dict[str, Any]:
 def _write(network: AnnData, pbmc: AnnData, paths: dict[str, Path], force: bool) -> None:
     from sivae.data.io import write_h5ad
 
-    plot.feature_embedding(network, color=KEYS.COMMUNITY, highlight=KEYS.IS_HUB,
+    pl.feature_embedding(network, color=KEYS.COMMUNITY, highlight=KEYS.IS_HUB,
                            path=paths["network_features_png"])
-    plot.centrality(network, color=KEYS.COMMUNITY, highlight=KEYS.IS_HUB,
+    pl.centrality(network, color=KEYS.COMMUNITY, highlight=KEYS.IS_HUB,
                     path=paths["network_centrality_png"])
-    plot.cell_embedding(pbmc, color=KEYS.CELL_TYPE, path=paths["pbmc_cells_png"])
-    plot.feature_embedding(pbmc, path=paths["pbmc_features_png"])
+    pl.cell_embedding(pbmc, color=KEYS.CELL_TYPE, path=paths["pbmc_cells_png"])
+    pl.feature_embedding(pbmc, path=paths["pbmc_features_png"])
     write_h5ad(network, paths["network_h5ad"], force=force)
     write_h5ad(pbmc, paths["pbmc_h5ad"], force=force)
 

@@ -238,7 +238,7 @@ def _palette(adata: AnnData, color: str | None, axis: str) -> list[str] | None:
 
 def _highlighted(adata: AnnData, highlight: Highlight, key: str = KEYS.CENTRALITY) -> np.ndarray:
     # integer positions (in var order) of the features to mark
-    from sivae.analysis.centrality import hubs
+    from sivae.tl.centrality import hubs
 
     if highlight is None:
         if key not in adata.var.columns:

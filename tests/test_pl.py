@@ -11,7 +11,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from sivae import plot
+from sivae import pl as plot
 from sivae._constants import KEYS
 from sivae._errors import InputError
 
