@@ -1,4 +1,4 @@
-"""sivae.train.Trainer and sivae.data.loaders.BlockSampler: seeds, resume, early stopping, checkpoints."""
+"""sivae.train.Trainer and sivae.data.loaders.BlockSampler: seeds, resume, early stopping."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import torch
 
 import sivae.module
 import sivae.train
-from sivae import InputError
-from sivae._constants import FILES
 from sivae.data.loaders import BlockSampler, CellMatrix
 from sivae.module import ModuleConfig, SIVAEModule
 from sivae.train import TrainConfig, Trainer, TrainingData
@@ -132,72 +130,6 @@ def test_early_stopping_restores_the_best_epoch(data: TrainingData, monkeypatch:
     assert len(snapshots) == 3
     _assert_same_state(snapshots[1], trainer.module.state_dict())
     assert not torch.equal(snapshots[2]["cell.bias"], trainer.module.state_dict()["cell.bias"])
-
-
-# -- checkpoints ----------------------------------------------------------------------------------
-@pytest.fixture
-def checkpoint(data: TrainingData, tmp_path: pathlib.Path) -> pathlib.Path:
-    directory = tmp_path / "ckpt"
-    _trainer(data, TrainConfig(**{**TRAIN.__dict__, "max_epochs": 2, "pretrain_epochs": 1})).fit(
-        checkpoint_dir=directory)
-    return directory
-
-
-def _resume(data: TrainingData, directory: pathlib.Path | None) -> None:
-    _trainer(data, TrainConfig(**{**TRAIN.__dict__, "max_epochs": 2, "pretrain_epochs": 1})).fit(
-        checkpoint_dir=directory, resume=True)
-
-
-def test_truncated_tensors_are_refused(data: TrainingData, checkpoint: pathlib.Path) -> None:
-    tensors = checkpoint / FILES.CHECKPOINT_TENSORS
-    tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 2])
-    with pytest.raises(InputError, match="unreadable"):
-        _resume(data, checkpoint)
-
-
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"world_size": 1}'],
-                         ids=["not-json", "not-an-object", "foreign-object"])
-def test_garbage_metadata_is_refused(data: TrainingData, checkpoint: pathlib.Path, text: str) -> None:
-    (checkpoint / FILES.CHECKPOINT_META).write_text(text)
-    with pytest.raises(InputError):
-        _resume(data, checkpoint)
-
-
-def test_resume_without_checkpoint_is_refused(data: TrainingData, tmp_path: pathlib.Path) -> None:
-    with pytest.raises(InputError, match="no checkpoint"):
-        _resume(data, tmp_path / "never-written")
-    with pytest.raises(InputError, match="checkpoint_dir"):
-        _resume(data, None)
-
-
-def test_checkpoint_from_another_world_size_is_refused(data: TrainingData, checkpoint: pathlib.Path) -> None:
-    meta_path = checkpoint / FILES.CHECKPOINT_META
-    meta = json.loads(meta_path.read_text())
-    meta["world_size"] = 2
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(InputError, match="processes"):
-        _resume(data, checkpoint)
-
-
-def test_checkpoint_folder_is_replaced_without_leftovers(data: TrainingData, tmp_path: pathlib.Path) -> None:
-    directory = tmp_path / "ckpt"
-    _trainer(data, TrainConfig(**{**TRAIN.__dict__, "checkpoint_every": 1})).fit(checkpoint_dir=directory)
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # eight saves, no temporary or .old folders
-    assert sorted(p.name for p in directory.iterdir()) == sorted([FILES.CHECKPOINT_META, FILES.CHECKPOINT_TENSORS])
-    meta = json.loads((directory / FILES.CHECKPOINT_META).read_text())
-    assert meta["position"] == {"phase": 3, "epoch": 0}  # the run finished
-
-
-def test_stale_old_folder_from_a_crashed_save_does_not_block_saving(data: TrainingData,
-                                                                    tmp_path: pathlib.Path) -> None:
-    # a process killed after its new checkpoint was moved in, but before the old one was deleted
-    for name in ("ckpt", "ckpt.old"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / FILES.CHECKPOINT_META).write_text("{}")
-    _trainer(data, TrainConfig(**{**TRAIN.__dict__, "max_epochs": 1, "pretrain_epochs": 1})).fit(
-        checkpoint_dir=tmp_path / "ckpt")
-    assert (tmp_path / "ckpt" / FILES.CHECKPOINT_TENSORS).is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
 # -- held-out loss and feature minibatches --------------------------------------------------------

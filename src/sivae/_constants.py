@@ -50,7 +50,8 @@ class _Files:
     CONFIG: str = "config.json"
     WEIGHTS: str = "model.safetensors"
     CHECKPOINT_META: str = "checkpoint.json"
-    CHECKPOINT_TENSORS: str = "checkpoint.safetensors"
+    # the tensors of checkpoint number n; checkpoint.json names the current one
+    CHECKPOINT_TENSORS: str = "checkpoint-{}.safetensors"
     # written beside a model by `sivae fit`: how to preprocess new cells the same way for `embed`
     PREPROCESS: str = "preprocess.json"
     # written by `sivae demo` into its output folder

@@ -1,4 +1,4 @@
-"""The three-step trainer: optimisation, early stopping, progress, checkpoints.
+"""The three-step trainer: optimisation, early stopping, progress (checkpoint files: checkpoint.py).
 
 It knows modules only through ``phases``, ``phase_parameters(phase)`` and ``loss(batch, phase)``,
 and data only through a row source and a block sampler (data/loaders.py). Inside a
@@ -8,28 +8,22 @@ batches and DistributedDataParallel averages the gradients, so all ranks hold th
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ._constants import FILES
 from ._errors import InputError
+from .checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from .data.loaders import BlockSampler, CellMatrix
 from .module import Batch, Losses
 
@@ -263,11 +257,43 @@ class Trainer:
             rng_states = [torch.empty_like(rng, device=self.device) for _ in range(self.world_size)]
             dist.all_gather(rng_states, rng.to(self.device))
         if self.rank == 0:
-            save_checkpoint(directory, self, optimizer, stopper, position,
-                            rng_states=[state.cpu() for state in rng_states])
+            save_checkpoint(directory, CheckpointState(
+                position=position, module_state=self.module.state_dict(),
+                optimizer_state=optimizer.state_dict(),
+                stopper={k: v for k, v in asdict(stopper).items() if k != "best_state"},
+                sampler=self.sampler.state_dict(), history=self.history,
+                train_config=asdict(self.config), world_size=self.world_size,
+                rng_states=[state.cpu() for state in rng_states], best_state=stopper.best_state,
+            ))
         if self.world_size > 1:
             nccl = dist.get_backend() == "nccl" and self.device.index is not None
             dist.barrier(device_ids=[self.device.index] if nccl else None)
+
+    def _restore(self, directory) -> CheckpointState:
+        """Load a checkpoint into the module, RNG, sampler and history; checked before touching them."""
+        state = load_checkpoint(directory, rank=self.rank)
+        where = f"the checkpoint in {directory}"
+        if state.world_size != self.world_size:
+            raise InputError(f"{where} was written by {state.world_size} processes but this run has "
+                             f"{self.world_size}; resume with the same number of processes")
+        n_phases = len(self.module.phases)
+        last = self.config.epochs_for(self.module.phases[-1], True)
+        if not (state.position["phase"] < n_phases or state.position == {"phase": n_phases, "epoch": 0}) \
+                or state.position["epoch"] > last:
+            raise InputError(f"{where} points at phase {state.position['phase']}, epoch "
+                             f"{state.position['epoch']}, which this model does not have (it was "
+                             "edited or belongs to another model); delete it and train afresh")
+        previous = {k: v.clone() for k, v in self.module.state_dict().items()}
+        try:
+            self.module.load_state_dict(state.module_state)
+        except RuntimeError as err:
+            self.module.load_state_dict(previous)
+            raise InputError(f"{where} belongs to a different model or data set; use a new "
+                             "checkpoint_dir") from err
+        torch.set_rng_state(state.rng_states[0])
+        self.sampler.load_state_dict(state.sampler)
+        self.history = state.history
+        return state
 
     def fit(self, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
         """Train every phase; returns the per-epoch history (also kept in ``self.history``)."""
@@ -276,8 +302,8 @@ class Trainer:
         start = {"phase": 0, "epoch": 0}
         restored = None
         if resume:
-            restored = load_checkpoint(checkpoint_dir, self)
-            start = restored["position"]
+            restored = self._restore(checkpoint_dir)
+            start = restored.position
         total = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases))
         done = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases[: start["phase"]])) + start["epoch"]
         bar = tqdm(total=total, initial=done, disable=not self.progress or self.rank != 0, unit="epoch",
@@ -294,8 +320,9 @@ class Trainer:
                 first = 0
                 # a checkpoint at a phase's end holds that phase's optimiser: start the next afresh
                 if restored is not None and i == start["phase"] and start["epoch"] > 0:
-                    optimizer.load_state_dict(restored["optimizer"])
-                    stopper = restored["stopper"]
+                    optimizer.load_state_dict(restored.optimizer_state)
+                    stopper = _Stopper(self.config.patience, **restored.stopper,
+                                       best_state=restored.best_state)
                     first = start["epoch"]
                     restored = None
                 for epoch in range(first, n_epochs):
@@ -323,102 +350,3 @@ class Trainer:
             for p in self.module.parameters():
                 p.requires_grad_(trainable[id(p)])
         return self.history
-
-
-# -- checkpoints: safetensors + JSON, written atomically, never unpickled -------------------------
-def save_checkpoint(directory, trainer: Trainer, optimizer, stopper: _Stopper, position: dict, *,
-                    rng_states: list[torch.Tensor] | None = None) -> None:
-    """Write everything a resumed run needs; the folder is replaced in one rename.
-
-    ``rng_states`` holds each rank's torch RNG state, rank 0's first; None: this process's.
-    """
-    directory = Path(directory)
-    tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in trainer.module.state_dict().items()}
-    if stopper.best_state is not None:
-        tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in stopper.best_state.items()})
-    opt = optimizer.state_dict()
-    opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
-    for pid, state in opt["state"].items():
-        opt_meta["state"][str(pid)] = []
-        for key, value in state.items():
-            tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
-            opt_meta["state"][str(pid)].append(key)
-    rng_states = rng_states or [torch.get_rng_state()]
-    tensors["rng.torch"] = rng_states[0]
-    tensors.update({f"rng.torch.rank{r}": state for r, state in enumerate(rng_states[1:], 1)})
-    meta = {
-        "position": position,
-        "optimizer": opt_meta,
-        "stopper": {k: v for k, v in asdict(stopper).items() if k != "best_state"},
-        "sampler": trainer.sampler.state_dict(),
-        "history": trainer.history,
-        "train_config": asdict(trainer.config),
-        "world_size": trainer.sampler.world_size,
-    }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    save_file(tensors, str(tmp / FILES.CHECKPOINT_TENSORS))
-    (tmp / FILES.CHECKPOINT_META).write_text(json.dumps(meta))
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)  # left by a save killed between the two renames
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint(directory, trainer: Trainer) -> dict[str, Any]:
-    """Restore module, RNGs, sampler and history; return what fit() needs to continue.
-
-    Everything is read and checked before the trainer is touched, so a refused checkpoint
-    leaves the model as it was.
-    """
-    if directory is None:
-        raise InputError("resume=True needs a checkpoint_dir to resume from; pass checkpoint_dir")
-    directory = Path(directory)
-    meta_path = directory / FILES.CHECKPOINT_META
-    tensor_path = directory / FILES.CHECKPOINT_TENSORS
-    if not meta_path.is_file() or not tensor_path.is_file():
-        raise InputError(f"no checkpoint in {directory}; train without resume first, "
-                         "or point to the folder of an earlier run")
-    try:
-        meta = json.loads(meta_path.read_text())
-        tensors = load_file(str(tensor_path))
-        world_size = int(meta.get("world_size", 1))
-        position = {"phase": int(meta["position"]["phase"]),
-                    "epoch": int(meta["position"]["epoch"])}
-        stopper = _Stopper(**meta["stopper"])
-        opt_state = {int(pid): {key: tensors[f"optim.{pid}.{key}"] for key in keys}
-                     for pid, keys in meta["optimizer"]["state"].items()}
-        param_groups = list(meta["optimizer"]["param_groups"])
-        sampler_state, history = meta["sampler"], list(meta["history"])
-    except Exception as err:  # truncated, foreign or hand-edited files
-        raise InputError(f"the checkpoint in {directory} is unreadable or incomplete "
-                         f"({type(err).__name__}: {err}); delete it and train afresh") from err
-    if world_size != trainer.sampler.world_size:
-        raise InputError(
-            f"the checkpoint in {directory} was written by {world_size} processes but this run "
-            f"has {trainer.sampler.world_size}; resume with the same number of processes"
-        )
-    rng = tensors.get("rng.torch" if trainer.rank == 0 else f"rng.torch.rank{trainer.rank}")
-    if rng is None:
-        raise InputError(f"the checkpoint in {directory} lacks the random state of rank "
-                         f"{trainer.rank}; delete it and train afresh")
-    module_state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
-    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
-    previous = {k: v.clone() for k, v in trainer.module.state_dict().items()}
-    try:
-        trainer.module.load_state_dict(module_state)
-    except RuntimeError as err:
-        trainer.module.load_state_dict(previous)
-        raise InputError(f"the checkpoint in {directory} belongs to a different model or data "
-                         "set; use a new checkpoint_dir") from err
-    stopper.best_state = best or None
-    torch.set_rng_state(rng)
-    trainer.sampler.load_state_dict(sampler_state)
-    trainer.history = history
-    return {
-        "position": position,
-        "optimizer": {"state": opt_state, "param_groups": param_groups},
-        "stopper": stopper,
-    }
