@@ -85,7 +85,7 @@ def measure(path: str, *, n_latent: int, measure_cells: int, device: str, in_mem
     warm, timed = np.sort(order[:512]), np.sort(order[512 : 512 + measure_cells])
     val = np.sort(model.val_idx[:256])
     config = TrainConfig(max_epochs=1, pretrain_epochs=1, batch_size=BATCH,
-                         feature_batch_size=model._default_feature_batch(), seed=0)
+                         feature_batch_size=None, seed=0)  # the trainer picks default_feature_batch
 
     def run(cells: np.ndarray) -> Trainer:
         data = TrainingData(cells=model.cells, train_idx=cells, val_idx=val, feature_x=model.feature_x)

@@ -135,7 +135,7 @@ def test_refuses_bad_arguments(tmp_path, kwargs, match):
 def test_refuses_existing_file_unless_forced(tmp_path):
     path = tmp_path / "x.h5ad"
     path.write_text("keep me")
-    with pytest.raises(InputError, match="exists; pass force=True"):
+    with pytest.raises(InputError, match=r"exists; pass --force \(overwrite=True\)"):
         simulate_large(path, 50, 20, progress=False)
     assert path.read_text() == "keep me"
     simulate_large(path, 50, 20, force=True, progress=False)

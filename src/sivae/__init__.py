@@ -1,20 +1,47 @@
-"""sivae: scalable, interpretable variational autoencoders for single-cell genomics."""
+"""sivae: scalable, interpretable variational autoencoders for single-cell genomics.
+
+The public names load on first use (PEP 562), so ``import sivae`` and the ``sivae`` command
+start without importing torch and scanpy; the command line can then answer Ctrl-C during its
+start-up with one line instead of a traceback from inside an import.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("sivae")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
-from . import datasets, pl, pp, tl
 from ._constants import KEYS
 from ._errors import InputError
-from .baselines import LDVAE, VAE
-from .data.backed import read_backed
-from .data.io import read
-from .model import SIVAE, load_model
 
-__all__ = ["KEYS", "InputError", "LDVAE", "SIVAE", "VAE", "datasets", "load_model", "pl", "pp", "read", "read_backed", "tl", "__version__"]
+# public name -> the module that defines it
+_LAZY = {
+    "SIVAE": ".model", "VAE": ".baselines", "LDVAE": ".baselines", "load_model": ".saving",
+    "read": ".data.io", "read_backed": ".data.backed",
+    "datasets": None, "pl": None, "pp": None, "tl": None,
+}
+
+__all__ = ["KEYS", "InputError", "LDVAE", "SIVAE", "VAE", "datasets", "load_model", "pl", "pp", "read",
+           "read_backed", "tl", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'sivae' has no attribute {name!r}")
+    if name == "load_model":  # the model classes register themselves when imported
+        importlib.import_module(".model", __name__)
+        importlib.import_module(".baselines", __name__)
+    source = _LAZY[name]
+    module = importlib.import_module(source or f".{name}", __name__)
+    value = module if source is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

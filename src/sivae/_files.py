@@ -26,6 +26,11 @@ from pathlib import Path
 
 from ._errors import InputError
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: there runs do not lock each other out
+    fcntl = None
+
 _TMP_TAG = "sivae"
 
 
@@ -67,14 +72,16 @@ def remove_stale_temporaries(path: Path) -> None:
             sibling.unlink(missing_ok=True)
 
 
-def is_owned_folder(path: Path, marker_files: Iterable[str]) -> bool:
-    """True when ``path`` is a real folder holding every marker file and nothing but files."""
+def is_owned_folder(path: Path, marker_files: Iterable[str], allowed: str | None = None) -> bool:
+    """True when ``path`` is a real folder holding every marker file and only plain files whose
+    names we write there (markers, or names matching the regular expression ``allowed``)."""
     markers = set(marker_files)
     if path.is_symlink() or not path.is_dir():
         return False
     entries = list(path.iterdir())
     names = {entry.name for entry in entries}
-    return markers <= names and all(entry.is_file() and not entry.is_symlink() for entry in entries)
+    ours = all(e.name in markers or (allowed is not None and re.fullmatch(allowed, e.name)) for e in entries)
+    return markers <= names and ours and all(e.is_file() and not e.is_symlink() for e in entries)
 
 
 def check_destination(
@@ -84,6 +91,7 @@ def check_destination(
     overwrite: bool,
     folder: bool = False,
     owned_markers: Iterable[str] = (),
+    owned_allowed: str | None = None,
     inputs: Iterable[str | os.PathLike[str]] = (),
 ) -> Path:
     """Refuse a destination now, before any work, with one sentence.
@@ -98,7 +106,8 @@ def check_destination(
         Whether an existing destination of the right kind may be replaced.
     folder
         The output is a folder; an existing one is replaced only when it holds every name in
-        ``owned_markers`` (what we wrote there) and nothing else but files.
+        ``owned_markers`` (what we wrote there) and no other entries but files named as
+        ``owned_allowed`` (a regular expression) says.
     inputs
         Paths the same command reads: the output may not be, contain or lie inside any of them.
 
@@ -115,7 +124,7 @@ def check_destination(
             raise InputError(f"{what} {str(p)!r} exists and is a file, not a folder; choose another path")
         if not overwrite:
             raise InputError(f"{what} {str(p)!r} exists; pass --force (overwrite=True) to replace it")
-        if not is_owned_folder(p, owned_markers):
+        if not is_owned_folder(p, owned_markers, owned_allowed):
             raise InputError(f"{what} {str(p)!r} is a folder that sivae did not write (it is not "
                              f"a saved {what}); choose a new or empty path, sivae never deletes it")
     elif p.exists():
@@ -158,10 +167,31 @@ def fsync_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+def locked(*paths: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on the folders of ``paths`` (created if missing), so that sivae
+    processes writing into the same place take turns: the outputs on disk come from one run."""
+    folders = sorted({str(Path(p).absolute().parent) for p in paths})
+    handles = []
+    try:
+        for folder in folders:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            if fcntl is None:
+                continue
+            fd = os.open(folder, os.O_RDONLY)
+            handles.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+        yield
+    finally:
+        for fd in handles:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is flushed and renamed over it.
 
-    Creates missing parent folders. The caller checked the destination (:func:`check_destination`).
+    Creates missing parent folders. The caller checked the destination (:func:`check_destination`);
+    with ``overwrite=False`` a ``path`` that appeared meanwhile is still refused, not replaced.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -173,13 +203,17 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         fsync_path(tmp)
+        if not overwrite and (p.exists() or p.is_symlink()):
+            raise InputError(f"{str(p)!r} appeared while this run was writing (another run?); it is "
+                             "left as it is: pass --force (overwrite=True) to replace it")
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike[str], *, owned_markers: Iterable[str]) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike[str], *, owned_markers: Iterable[str],
+                  owned_allowed: str | None = None) -> Iterator[Path]:
     """Yield a new temporary folder beside ``path``; on success it replaces ``path`` whole.
 
     An existing ``path`` is replaced only when it is a folder of ours (:func:`is_owned_folder`);
@@ -198,7 +232,7 @@ def atomic_folder(path: str | os.PathLike[str], *, owned_markers: Iterable[str])
             os.chmod(child, 0o666 & ~mask)
             fsync_path(child)
         if p.exists() or p.is_symlink():
-            if not is_owned_folder(p, markers):
+            if not is_owned_folder(p, markers, owned_allowed):
                 raise InputError(f"{str(p)!r} appeared while writing and is not a folder sivae "
                                  "wrote; it is left as it is, choose another path")
             old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(p), dir=p.parent))

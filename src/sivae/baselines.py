@@ -15,6 +15,7 @@ from anndata import AnnData
 from ._errors import InputError
 from .model import BaseModel
 from .module import CellVAE
+from .saving import register
 
 
 def _refuse_fixed(cls: type, kwargs: dict[str, Any], fixed: tuple[str, ...]) -> None:
@@ -24,6 +25,7 @@ def _refuse_fixed(cls: type, kwargs: dict[str, Any], fixed: tuple[str, ...]) -> 
                          "argument, or use sivae.SIVAE for that variant")
 
 
+@register
 class VAE(BaseModel):
     """Classic VAE (paper eq. 1-3) with the same cell-wise architecture and training as SIVAE.
 
@@ -42,6 +44,7 @@ class VAE(BaseModel):
         return CellVAE(self._module_config())
 
 
+@register
 class LDVAE(BaseModel):
     """VAE (linear), the paper's LDVAE: negative binomial likelihood, one linear decoder layer.
 

@@ -6,97 +6,28 @@ into tensors, writes results back under documented keys, and keeps models on dis
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from anndata import AnnData
-from safetensors.torch import load_file, save_file
-
-from ._constants import FILES, KEYS, OutputKeys, output_keys
+from ._constants import KEYS, OutputKeys, output_keys
 from ._errors import InputError
 from .data import validate
 from .data.backed import BackedCellMatrix, is_backed, training_matrix
-from .data.feature_input import METHODS as FEATURE_INPUT_METHODS
+from .config import ModelConfig, check_fits_in_memory, resolve_device
 from .data.feature_input import feature_input
 from .data.loaders import CellMatrix
-from .module import LIKELIHOODS, VARIANCES, ModuleConfig, SIVAEModule
+from .data.record import Preprocessing
+from .module import ModuleConfig, SIVAEModule
+from .saving import read_model_folder, read_tensors, register, tensor_shapes, write_model_folder
 from .train import TrainConfig, Trainer, TrainingData
 
 _CHUNK = 1024  # cells per forward pass when embedding or scoring
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Every constructor argument of a model; saved whole to config.json."""
-
-    n_latent: int = 2
-    gamma: float = 0.05
-    likelihood: str = "gaussian"
-    linear: bool = False
-    variance: str = "cell"
-    encoder_hidden: tuple[int, ...] = (1024, 512, 128)
-    decoder_hidden: tuple[int, ...] | None = None  # None: the encoder's, reversed
-    feature_input: str = "pca"
-    c_red: int = 100
-    # PCA of X^T over at most this many training cells (a uniform sample): its cost grows with
-    # the cells it reads, and 50,000 cells pin down the features' covariances; None: all.
-    feature_input_cells: int | None = 50_000
-    cell_type_key: str | None = None
-    batch_size: int = 256
-    feature_batch_size: int | None = None
-    learning_rate: float = 1e-3
-    l2: float = 1e-3
-    holdout_fraction: float = 0.1
-    patience: int = 20
-    seed: int = 0
-
-    @property
-    def decoder_sizes(self) -> tuple[int, ...]:
-        return tuple(self.decoder_hidden) if self.decoder_hidden is not None else tuple(reversed(self.encoder_hidden))
-
-    def check(self) -> None:
-        """Refuse impossible settings with one sentence each."""
-        if self.n_latent < 1:
-            raise InputError(f"n_latent must be at least 1, got {self.n_latent}")
-        if self.likelihood not in LIKELIHOODS:
-            raise InputError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.variance not in VARIANCES:
-            raise InputError(f"variance must be one of {VARIANCES}, got {self.variance!r}")
-        if self.feature_input not in FEATURE_INPUT_METHODS:
-            raise InputError(f"feature_input must be one of {FEATURE_INPUT_METHODS}, got {self.feature_input!r}")
-        if not self.gamma >= 0:  # also refuses nan
-            raise InputError(f"gamma must be >= 0, got {self.gamma}")
-        if not 0.0 <= self.holdout_fraction < 0.5:
-            raise InputError(f"holdout_fraction must be in [0, 0.5), got {self.holdout_fraction}")
-        sizes = [*self.encoder_hidden, *self.decoder_sizes, self.batch_size, self.c_red]
-        optional = [v for v in (self.feature_batch_size, self.feature_input_cells) if v is not None]
-        if any(int(s) < 1 for s in [*sizes, *optional]):
-            raise InputError("hidden sizes, batch_size, feature_batch_size, feature_input_cells and "
-                             "c_red must be positive integers")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" picks CUDA when present, else the CPU; under torchrun, CUDA is GPU ``LOCAL_RANK``."""
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
-    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
-    return dev
 
 
 class BaseModel:
@@ -112,6 +43,7 @@ class BaseModel:
         device: str = "auto",
         _config: ModelConfig | None = None,
         _feature_x: torch.Tensor | None = None,
+        _preprocessing: Preprocessing | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(adata, AnnData):
@@ -134,9 +66,13 @@ class BaseModel:
         self.feature_x = None
         if self._has_feature_path:
             self.feature_x = _feature_x if _feature_x is not None else self._feature_input(adata)
+        with torch.device("meta"):  # shapes only, no memory: refuse what cannot fit before allocating
+            check_fits_in_memory(self._build_module(), f"a {type(self).__name__} of these sizes")
         torch.manual_seed(self.config.seed)
         self.module = self._build_module().to(self.device)
         self.is_trained = False
+        # how the training cells were preprocessed, to treat new cells the same way (None: unknown)
+        self.preprocessing = _preprocessing if _preprocessing is not None else Preprocessing.of(adata)
 
     # -- construction ---------------------------------------------------------------------------
     def _check_adata(self, adata: AnnData) -> None:
@@ -205,10 +141,6 @@ class BaseModel:
     def _build_module(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def _default_feature_batch(self) -> int:
-        # a VAE scores a feature for B x H multiply-adds: all features up to 2,048 per step
-        return 2048
-
     # -- training -------------------------------------------------------------------------------
     def train(
         self,
@@ -243,12 +175,13 @@ class BaseModel:
         (1 - MSE / variance per feature on training cells), ``adata.obs["sivae_split"]`` and
         ``adata.uns["<key>"]`` (parameters, losses, version).
         """
+        self._need_data("train()")
         if max_epochs < 1 or (pretrain_epochs is not None and pretrain_epochs < 0) or checkpoint_every < 1:
             raise InputError("max_epochs and checkpoint_every must be >= 1 and pretrain_epochs >= 0")
         c = self.config
         train_config = TrainConfig(
             max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, batch_size=c.batch_size,
-            feature_batch_size=c.feature_batch_size or self._default_feature_batch(),
+            feature_batch_size=c.feature_batch_size,
             learning_rate=c.learning_rate, l2=c.l2,
             patience=c.patience, checkpoint_every=checkpoint_every, seed=c.seed,
         )
@@ -296,6 +229,7 @@ class BaseModel:
         comparison is in log1p(TP10K) space.
         """
         if adata is None:
+            self._need_data("get_reconstruction_accuracy() without new cells")
             rows, cells = self.train_idx, self.cells
             counts = self.adata.layers[KEYS.COUNTS] if self.config.likelihood == "nb" else None
         else:
@@ -370,102 +304,183 @@ class BaseModel:
         validate.check_finite(X, "adata.X")
         return X
 
-    def get_cell_embedding(self, adata: AnnData | None = None) -> np.ndarray:
+    def get_cell_embedding(self, adata: AnnData | None = None, *, preprocess: bool = False) -> np.ndarray:
         """Cell embedding (posterior means of z_{c,1}), C x K, of ``adata`` or the training data.
 
-        ``adata`` must hold the model's features (any order, others ignored), preprocessed the same
-        way as the training data (e.g. with ``sivae.pp.preprocess``).
+        Parameters
+        ----------
+        adata
+            New cells measured on the model's features (any order, other features ignored).
+            Without ``preprocess`` they must be transformed as the training data were (e.g. by
+            ``sivae.pp.apply(adata, model)``).
+        preprocess
+            ``adata.X`` holds what the training data held before preprocessing (raw counts, for
+            a model trained after ``sivae.pp.preprocess``): replay the training preprocessing
+            on it first (`sivae.pp.apply`).
         """
-        return self._embed(self.cells if adata is None else self._other_cells(adata))
+        if adata is None:
+            self._need_data("get_cell_embedding() without new cells")
+            return self._embed(self.cells)
+        if preprocess:
+            adata = self.preprocess(adata)
+        return self._embed(self._other_cells(adata))
+
+    @torch.no_grad()
+    def sample(self, n_cells: int, *, seed: int = 0, library: np.ndarray | None = None) -> AnnData:
+        """Draw cells from the trained generative model: z ~ N(0, I), x ~ p(x | z).
+
+        siVAE-GRN is a network method run on these cells, e.g. ``sivae.tl.grn(model.sample(n))``.
+
+        Parameters
+        ----------
+        n_cells
+            Number of cells to draw.
+        seed
+            Seed of the draw; the same seed gives the same cells.
+        library
+            "nb" only: total counts of each drawn cell, (n_cells,); default a resample of the
+            training cells' totals (needs the training data).
+
+        Returns
+        -------
+        AnnData
+            ``n_cells`` x the model's features: scaled values in ``X`` (gaussian), or counts in
+            ``X`` and ``layers["counts"]`` ("nb").
+        """
+        if isinstance(n_cells, bool) or not isinstance(n_cells, (int, np.integer)) or n_cells < 1:
+            raise InputError(f"n_cells must be an integer >= 1; got {n_cells!r}")
+        if not self.is_trained:
+            raise InputError("sample() needs a trained model; call train() first")
+        rng = np.random.default_rng(seed)
+        lib = None
+        if self.config.likelihood == "nb":
+            if library is None:
+                self._need_data("sample() without library sizes")
+                totals = np.asarray(self.adata.layers[KEYS.COUNTS][self.train_idx].sum(1)).ravel()
+                library = rng.choice(totals, size=n_cells, replace=True)
+            lib = torch.as_tensor(np.asarray(library, dtype=np.float32), device=self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        self.module.eval()
+        with torch.random.fork_rng(devices=devices):  # seeded without touching the global stream
+            torch.manual_seed(seed)
+            X = self.module.generate(int(n_cells), self._decoded_features(), lib).float().cpu().numpy()
+        obs = {"index": [f"sample_{i}" for i in range(n_cells)]}
+        out = AnnData(X=X, obs=__import__("pandas").DataFrame(index=obs["index"]),
+                      var=__import__("pandas").DataFrame(index=self.feature_names.copy()))
+        if lib is not None:
+            out.layers[KEYS.COUNTS] = X.copy()
+        return out
+
+    def preprocess(self, adata: AnnData) -> AnnData:
+        """New cells transformed as the training cells were: a new AnnData on the model's features."""
+        if self.preprocessing is None:
+            raise InputError(
+                f"this {type(self).__name__} does not know how its training data were preprocessed "
+                "(they were not prepared with sivae.pp, or the model was saved before sivae recorded "
+                "it); preprocess the new cells yourself and call get_cell_embedding without preprocess"
+            )
+        return self.preprocessing.apply(adata)
 
     # -- files ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Write the model to folder ``path``: config.json and model.safetensors (no pickle).
+        """Write the model to folder ``path``: config.json, model.safetensors (no pickle) and
+        preprocess.json (how the training cells were preprocessed, for embedding new raw cells).
 
-        The folder is written under a temporary name and renamed, so it is whole or absent.
+        The folder is written under a temporary name and renamed, so it is whole or absent. With
+        ``overwrite`` an existing *model* folder is replaced; any other folder is refused.
         """
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise InputError(f"{path} exists and is not a folder; choose another path for the model")
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} exists; pass overwrite=True (--force on the command line) to replace it")
-        parent = path.resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise InputError(f"cannot write to {parent}; choose a folder you can write to")
         from . import __version__
 
-        config = {"model": self._name, "version": __version__, "config": asdict(self.config),
-                  "feature_names": self.feature_names.tolist(), "n_train": len(self.train_idx),
-                  "is_trained": self.is_trained}
+        meta = {"model": self._name, "version": __version__, "config": asdict(self.config),
+                "feature_names": self.feature_names.tolist(), "n_train": len(self.train_idx),
+                "is_trained": self.is_trained}
         tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         if self.feature_x is not None:
             tensors["feature_x"] = self.feature_x.contiguous()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
-        try:
-            (tmp / FILES.CONFIG).write_text(json.dumps(config, indent=1))
-            save_file(tensors, str(tmp / FILES.WEIGHTS))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_model_folder(path, meta=meta, tensors=tensors, preprocessing=self.preprocessing,
+                           overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, adata: AnnData, *, device: str = "auto") -> BaseModel:
-        """Load a model saved with :meth:`save` and attach it to ``adata`` (same features, same order)."""
-        meta, tensors = read_model_files(path)
+    def load(cls, path: str | os.PathLike, adata: AnnData | None = None, *, device: str = "auto") -> BaseModel:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        path
+            The model folder.
+        adata
+            The data the model was trained on (its features in the same order), to analyse or
+            train further; None: the model alone, to embed new cells with
+            ``get_cell_embedding(new, preprocess=True)``.
+        device
+            "auto", "cpu" or "cuda".
+
+        The weights' shapes are read from the file's header and checked against config.json
+        before any weight is read, so a folder describing an impossible network costs nothing.
+        """
+        folder = read_model_folder(path)
+        meta = folder.meta
         if meta["model"] != cls._name:
             raise InputError(f"{path} holds a {meta['model']} model, not {cls._name}; load it with sivae.load_model")
         saved = np.asarray(meta["feature_names"], dtype=str)
-        if not isinstance(adata, AnnData):
-            raise InputError(f"expected an AnnData, got {type(adata).__name__}")
-        current = np.asarray(adata.var_names, dtype=str)
-        if len(saved) != len(current) or not np.array_equal(saved, current):
-            missing, extra = len(np.setdiff1d(saved, current)), len(np.setdiff1d(current, saved))
-            hint = ("reorder it with adata[:, features]" if missing == extra == 0
-                    else f"{missing} of the model's features are missing and {extra} are new")
-            raise InputError(f"the data's features do not match the model's ({hint}); use the data the model was trained on")
-        cfg = dict(meta["config"])
-        for key in ("encoder_hidden", "decoder_hidden"):
-            if cfg.get(key) is not None:
-                cfg[key] = tuple(cfg[key])
-        if cls._has_feature_path and "feature_x" not in tensors:
+        if adata is not None:
+            _check_same_features(adata, saved)
+        config = ModelConfig.from_saved(meta["config"], path)
+        shapes = tensor_shapes(path)
+        if cls._has_feature_path and "feature_x" not in shapes:
             raise InputError(f"{path} lacks the feature-wise input of a {cls._name} model; re-save the model")
         self = cls.__new__(cls)
-        BaseModel.__init__(self, adata, device=device, _config=ModelConfig(**cfg), _feature_x=tensors.get("feature_x"))
-        state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
-        try:
-            self.module.load_state_dict(state)
-        except RuntimeError as err:
-            raise InputError(f"{path} does not match its own config.json (weights of another shape); re-save the model") from err
+        self.config, self.feature_names = config, saved
+        self.feature_x = torch.empty(shapes["feature_x"], device="meta") if "feature_x" in shapes else None
+        with torch.device("meta"):
+            expected = {f"module.{k}": tuple(v.shape) for k, v in self._build_module().state_dict().items()}
+        if "feature_x" in shapes:
+            expected["feature_x"] = (len(saved), shapes["feature_x"][1])
+        if expected != shapes:
+            raise InputError(f"{path} does not match its own config.json (weights of other names or "
+                             "shapes); re-save the model")
+        tensors = read_tensors(path)
+        if adata is not None:
+            BaseModel.__init__(self, adata, device=device, _config=config, _feature_x=tensors.get("feature_x"),
+                               _preprocessing=folder.preprocessing)
+        else:
+            self._detached(device, tensors.get("feature_x"), folder.preprocessing)
+        self.module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
         self.is_trained = bool(meta.get("is_trained", True))
+        if not folder.has_preprocessing_record:
+            warnings.warn(f"{path} was saved before sivae kept the preprocessing with the model, so it "
+                          "cannot embed raw counts (preprocess=True); re-save it to add the record",
+                          UserWarning, stacklevel=2)
         return self
 
+    def _detached(self, device: str, feature_x: torch.Tensor | None, preprocessing: Preprocessing | None) -> None:
+        # a loaded model without its training data: it embeds new cells, nothing that needs the data
+        self.adata, self.cells, self.history = None, None, []
+        self.train_idx = self.val_idx = np.zeros(0, dtype=np.int64)
+        self.device, self.keys = resolve_device(device), output_keys(self._name)
+        self.feature_x, self.preprocessing = feature_x, preprocessing
+        self.module = self._build_module().to(self.device)
 
-def read_model_files(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """config.json and model.safetensors of a saved model, refusing anything malformed."""
-    path = Path(path)
-    config_path, weights_path = path / FILES.CONFIG, path / FILES.WEIGHTS
-    if not config_path.is_file() or not weights_path.is_file():
-        raise InputError(f"{path} is not a saved sivae model (it needs {FILES.CONFIG} and {FILES.WEIGHTS})")
-    try:
-        meta = json.loads(config_path.read_text())
-        if not isinstance(meta, dict) or not all(k in meta for k in ("model", "config", "feature_names")):
-            raise ValueError("it lacks the keys model, config and feature_names")
-        if not isinstance(meta["config"], dict) or not isinstance(meta["feature_names"], list):
-            raise ValueError("config must be an object and feature_names a list")
-        unknown = set(meta["config"]) - {f.name for f in fields(ModelConfig)}
-        if unknown:
-            raise ValueError(f"unknown settings {sorted(unknown)}")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(f"{config_path} is corrupt or not a sivae config ({err}); re-save the model") from err
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as err:  # safetensors refuses truncated files and pickles alike
-        raise InputError(f"{weights_path} is not a valid safetensors file (truncated, corrupt or a pickle); re-save the model") from err
-    return meta, tensors
+    def _need_data(self, what: str) -> None:
+        if self.adata is None:
+            raise InputError(f"{what} needs the training data, but this model was loaded without it; "
+                             "load it with its AnnData: load(path, adata)")
 
 
+def _check_same_features(adata: Any, saved: np.ndarray) -> None:
+    if not isinstance(adata, AnnData):
+        raise InputError(f"expected an AnnData, got {type(adata).__name__}")
+    current = np.asarray(adata.var_names, dtype=str)
+    if len(saved) != len(current) or not np.array_equal(saved, current):
+        missing, extra = len(np.setdiff1d(saved, current)), len(np.setdiff1d(current, saved))
+        hint = ("reorder it with adata[:, features]" if missing == extra == 0
+                else f"{missing} of the model's features are missing and {extra} are new")
+        raise InputError(f"the data's features do not match the model's ({hint}); pass the data the "
+                         "model was trained on, or load without data and embed new cells with "
+                         "get_cell_embedding")
+
+
+@register
 class SIVAE(BaseModel):
     """Scalable, interpretable VAE (Choi & Quon): a cell embedding and the feature embedding that explains it.
 
@@ -511,27 +526,8 @@ class SIVAE(BaseModel):
     def _build_module(self) -> torch.nn.Module:
         return SIVAEModule(self._module_config())
 
-    def _default_feature_batch(self) -> int:
-        # Each scored feature also runs the feature-wise networks (C_red x 1024 ... 1024: about
-        # 1.3M multiply-adds, what one cell costs the cell-wise networks), so score about two
-        # features per cell in the batch. This keeps a step near a VAE's cost (benchmarks/
-        # train_speed.py) and matched the VAE's 15-NN accuracy on pbmc68k_reduced as closely as
-        # scoring all 765 features did.
-        return max(512, 2 * self.config.batch_size)
-
     @torch.no_grad()
     def get_loadings(self) -> np.ndarray:
         """siVAE loadings: posterior means of v_{f,1}, F x K (paper: the matrix V)."""
         self.module.eval()
         return self.module.feature_embedding(self.feature_x.to(self.device)).cpu().numpy()
-
-
-def load_model(path: str | os.PathLike, adata: AnnData, *, device: str = "auto") -> BaseModel:
-    """Load any saved sivae model (SIVAE, VAE or LDVAE), choosing the class from its config.json."""
-    from .baselines import LDVAE, VAE
-
-    meta, _ = read_model_files(path)
-    classes = {cls._name: cls for cls in (SIVAE, VAE, LDVAE)}
-    if meta["model"] not in classes:
-        raise InputError(f"{path} holds an unknown model type {meta['model']!r}; was it written by a newer sivae?")
-    return classes[meta["model"]].load(path, adata, device=device)

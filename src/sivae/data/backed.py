@@ -274,7 +274,7 @@ def training_matrix(adata: AnnData) -> BackedCellMatrix:
                          "records; run it again")
     transform = RowTransform(
         library_size=adata.obs[KEYS.LIBRARY_SIZE].to_numpy() if counts else None,
-        target_sum=float(info.get("target_sum", 1e4)), log1p=counts, columns=position,
+        target_sum=float(info.get("target_sum") or 1e4), log1p=counts, columns=position,
         mean=adata.var[KEYS.FEATURE_MEAN].to_numpy(), std=adata.var[KEYS.FEATURE_STD].to_numpy(),
         max_value=info.get("max_value"),
     )

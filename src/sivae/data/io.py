@@ -8,7 +8,6 @@ duplicate names, ...) live in `sivae.data.validate` and run later.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ except ImportError:  # pragma: no cover
     _adio = anndata
 
 from .._errors import InputError
+from .._files import atomic_file, check_destination, locked
 
 __all__ = ["SUPPORTED_FORMATS", "read", "write_h5ad"]
 
@@ -189,43 +189,9 @@ def write_h5ad(adata: AnnData, path: str | os.PathLike, *, force: bool = False) 
         If ``path`` exists and ``force`` is False, is a folder, or its folder cannot be
         created or written to.
     """
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(
-            f"{str(p)!r} is a folder; give a file name such as {str(p / 'out.h5ad')!r}"
-        )
-    if p.exists() and not force:
-        raise InputError(
-            f"{str(p)!r} exists; pass force=True (--force on the command line) to overwrite it"
-        )
-    folder = p.parent
+    check_destination(path, what="output", overwrite=force)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(
-            f"cannot create folder {str(folder)!r} for {p.name!r} ({err.strerror}); "
-            "choose a writable location"
-        ) from err
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"folder {str(folder)!r} is not writable; choose a writable location")
-    tmp = folder / f".{p.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        adata.write_h5ad(tmp)
-        _fsync(tmp)
-        os.replace(tmp, p)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, PermissionError):
-            raise InputError(
-                f"folder {str(folder)!r} is not writable; choose a writable location"
-            ) from err
-        raise
-
-
-def _fsync(p: Path) -> None:
-    # the rename is only atomic on disk if the data reached the disk before it
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with locked(path), atomic_file(path, overwrite=force) as tmp:
+            adata.write_h5ad(tmp)
+    except PermissionError as err:
+        raise InputError(f"cannot write {str(path)!r} ({err.strerror}); choose a writable location") from err

@@ -8,7 +8,6 @@ the same way.
 from __future__ import annotations
 
 import warnings
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from anndata import AnnData
 from .._constants import KEYS
 from .._errors import InputError
 from .backed import is_backed
+from .record import PreprocessRecord, kept_features, scaled_record
 from .streaming import preprocess_backed, scale_backed
 from .validate import (
     check_counts,
@@ -110,14 +110,18 @@ def preprocess(
     if is_backed(adata):
         record = preprocess_backed(adata, n_top_genes=n_top_genes, target_sum=target_sum, scale=scale,
                                    max_value=max_value, drop_constant=drop_constant, progress=progress)
-        adata.uns[KEYS.PREPROCESS] = {**record, "sivae_version": _version()}
+        adata.uns[KEYS.PREPROCESS] = record.as_uns()
         return adata if copy else None
     check_not_empty(adata)
     check_unique_names(adata)
     check_finite(adata.X, "adata.X")
     check_counts(adata.X, "adata.X", hint=_COUNTS_HINT)
     n_features_in = adata.n_vars
-    n_constant = _drop_constant_features(adata, drop=drop_constant)
+    keep = kept_features(constant_features(adata.X), drop=drop_constant, where="adata.X")
+    n_constant = int((~keep).sum())
+    library_features = tuple(map(str, adata.var_names[keep]))  # normalize_total sums over these
+    if n_constant:
+        adata._inplace_subset_var(keep)
     if not np.issubdtype(adata.X.dtype, np.floating):
         adata.X = adata.X.astype(np.float32)
     adata.layers[KEYS.COUNTS] = adata.X.copy()
@@ -128,21 +132,15 @@ def preprocess(
     selected = _select_highly_variable(adata, n_top_genes)
     if scale:
         _scale_in_place(adata, max_value)
-    adata.uns[KEYS.PREPROCESS] = {
-        "raw_counts": True,
-        "n_features_in": int(n_features_in),
-        "n_constant_dropped": int(n_constant),
-        "target_sum": float(target_sum),
-        "log1p": True,
-        "n_top_genes": None if n_top_genes is None else int(n_top_genes),
-        "highly_variable_flavor": "seurat" if selected else None,
-        "scaled": bool(scale),
-        "max_value": None if max_value is None or not scale else float(max_value),
-        "std_ddof": 1 if scale else None,
-        "counts_layer": KEYS.COUNTS,
-        "n_features_out": int(adata.n_vars),
-        "sivae_version": _version(),
-    }
+    adata.uns[KEYS.PREPROCESS] = PreprocessRecord(
+        raw_counts=True, scaled=bool(scale), n_features_in=int(n_features_in),
+        n_constant_dropped=int(n_constant), target_sum=float(target_sum), log1p=True,
+        n_top_genes=None if n_top_genes is None else int(n_top_genes),
+        highly_variable_flavor="seurat" if selected else None,
+        max_value=None if max_value is None or not scale else float(max_value),
+        std_ddof=1 if scale else None, counts_layer=KEYS.COUNTS, n_features_out=int(adata.n_vars),
+        library_features=library_features,
+    ).as_uns()
     return adata if copy else None
 
 
@@ -195,19 +193,11 @@ def scale_features(
             raise InputError("adata was preprocessed with sivae.pp.preprocess, which already "
                              "z-scores it; do not scale it again")
         scale_backed(adata, max_value=max_value, progress=progress)
-        adata.uns[KEYS.PREPROCESS]["sivae_version"] = _version()
         return adata if copy else None
     check_not_empty(adata)
     check_finite(adata.X, "adata.X")
     _scale_in_place(adata, max_value)
-    record = dict(adata.uns.get(KEYS.PREPROCESS, {}))
-    record.update(
-        scaled=True,
-        max_value=None if max_value is None else float(max_value),
-        std_ddof=1,
-        sivae_version=_version(),
-    )
-    adata.uns[KEYS.PREPROCESS] = record
+    adata.uns[KEYS.PREPROCESS] = scaled_record(adata.uns.get(KEYS.PREPROCESS), max_value, backed=False)
     return adata if copy else None
 
 
@@ -238,31 +228,6 @@ def _scale_in_place(adata: AnnData, max_value: float | None) -> None:
     adata.X = X
     adata.var[KEYS.FEATURE_MEAN] = mean
     adata.var[KEYS.FEATURE_STD] = std
-
-
-def _drop_constant_features(adata: AnnData, *, drop: bool) -> int:
-    mask = constant_features(adata.X)
-    n_constant = int(mask.sum())
-    if n_constant == 0:
-        return 0
-    if n_constant == adata.n_vars:
-        raise InputError(
-            f"all {n_constant} features of adata.X are constant across cells; "
-            "check that the matrix holds the expression data"
-        )
-    if not drop:
-        raise InputError(
-            f"{n_constant} of {adata.n_vars} features are constant across cells (all-zero "
-            "included); remove them or pass drop_constant=True"
-        )
-    warnings.warn(
-        f"dropped {n_constant} of {adata.n_vars} features that are constant across cells "
-        "(all-zero included)",
-        UserWarning,
-        stacklevel=3,
-    )
-    adata._inplace_subset_var(~mask)
-    return n_constant
 
 
 def _warn_empty_cells(X: Any) -> None:
@@ -302,10 +267,3 @@ def _check_max_value(max_value: float | None) -> None:
         isinstance(max_value, (int, float, np.number)) and max_value > 0
     ):
         raise InputError(f"max_value must be a positive number or None, got {max_value!r}")
-
-
-def _version() -> str:
-    try:
-        return metadata.version("sivae")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"

@@ -16,7 +16,6 @@ same law as independent Poissons), which costs O(counts) rather than O(genes) pe
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
@@ -35,7 +34,7 @@ except ImportError:  # pragma: no cover
 
 from .._constants import KEYS
 from .._errors import InputError
-from .io import _fsync
+from .._files import atomic_file, check_destination, locked
 
 __all__ = ["simulate_large"]
 
@@ -124,16 +123,10 @@ def simulate_large(
     _check_args(n_cells, n_features, n_programs, chunk_cells, density, fold, compression, seed)
     target = _check_target(Path(path), force=force)
     plan = _plan(n_features, n_programs, density, fold, seed)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with locked(target), atomic_file(target, overwrite=force) as tmp:
         with h5py.File(tmp, "w") as f:
             types = _write_counts(f, plan, n_cells, chunk_cells, seed, compression, progress)
             _write_annotations(f, plan, types, n_programs, density=density, fold=fold, seed=seed)
-        _fsync(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target
 
 
@@ -164,19 +157,7 @@ def _check_args(
 def _check_target(p: Path, *, force: bool) -> Path:
     if p.suffix.lower() != ".h5ad":
         raise InputError(f"output {str(p)!r} must end in .h5ad")
-    if p.is_dir():
-        raise InputError(f"output {str(p)!r} is a folder; give a file name such as big.h5ad")
-    if p.exists() and not force:
-        raise InputError(f"output {str(p)!r} exists; pass force=True (--force on the command "
-                         "line) to overwrite it")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create folder {str(p.parent)!r} for {p.name!r} "
-                         f"({err.strerror}); choose a writable location") from err
-    if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise InputError(f"folder {str(p.parent)!r} is not writable; choose a writable location")
-    return p
+    return check_destination(p, what="output", overwrite=force)
 
 
 # -- the model ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ themselves are normalised, log-transformed and z-scored per training batch (`Row
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from .._constants import KEYS
 from .._errors import InputError
 from .backed import BackedCellMatrix, backed_matrix
+from .record import PreprocessRecord, kept_features, scaled_record
 from .transform import RowTransform
 
 __all__ = ["preprocess_backed", "scale_backed"]
@@ -83,8 +83,8 @@ def preprocess_backed(
     max_value: float | None,
     drop_constant: bool,
     progress: bool = True,
-) -> dict:
-    """The steps of `sivae.pp.preprocess` on a backed AnnData; returns the uns record.
+) -> PreprocessRecord:
+    """The steps of `sivae.pp.preprocess` on a backed AnnData; returns the record to store.
 
     Pass 1 checks the counts and finds library sizes and constant features; pass 2 gathers the
     moments of the normalised and of the log-normalised values of the other features.
@@ -97,7 +97,8 @@ def preprocess_backed(
     columns = _file_columns(adata, matrix)
     totals, extent = _scan_counts(matrix, columns, progress=progress)
     constant = extent.low == extent.high
-    keep = _kept_features(adata, constant, drop=drop_constant)
+    keep = kept_features(constant, drop=drop_constant, where="the backed matrix")
+    library_features = tuple(map(str, adata.var_names[keep]))  # the library sizes sum over these
     # normalize_total runs after constant features are dropped: take their counts off the totals
     library = totals - float(extent.high[constant].sum())
     columns = columns[keep]
@@ -121,21 +122,14 @@ def preprocess_backed(
     _record_scaling(adata, mean[chosen], var[chosen])
     adata.obs[KEYS.LIBRARY_SIZE] = library
     adata.uns["log1p"] = {"base": None}
-    return {
-        "raw_counts": True,
-        "backed": True,
-        "n_features_in": int(n_features_in),
-        "n_constant_dropped": int(constant.sum()),
-        "target_sum": float(target_sum),
-        "log1p": True,
-        "n_top_genes": None if n_top_genes is None else int(n_top_genes),
-        "highly_variable_flavor": "seurat" if selected else None,
-        "scaled": True,
-        "max_value": None if max_value is None else float(max_value),
-        "std_ddof": 1,
-        "counts_layer": None,
-        "n_features_out": int(adata.n_vars),
-    }
+    return PreprocessRecord(
+        raw_counts=True, scaled=True, backed=True, n_features_in=int(n_features_in),
+        n_constant_dropped=int(constant.sum()), target_sum=float(target_sum), log1p=True,
+        n_top_genes=None if n_top_genes is None else int(n_top_genes),
+        highly_variable_flavor="seurat" if selected else None,
+        max_value=None if max_value is None else float(max_value), std_ddof=1, counts_layer=None,
+        n_features_out=int(adata.n_vars), library_features=library_features,
+    )
 
 
 def scale_backed(adata: AnnData, *, max_value: float | None, progress: bool = True) -> None:
@@ -150,14 +144,11 @@ def scale_backed(adata: AnnData, *, max_value: float | None, progress: bool = Tr
     for _, block in _chunks(matrix, RowTransform(columns=columns), "feature statistics", progress):
         moments.add(block)
         extent.add(block)
-    keep = _kept_features(adata, extent.low == extent.high, drop=True)
+    keep = kept_features(extent.low == extent.high, drop=True, where="the backed matrix")
     mean, var = moments.mean_var()
     adata._inplace_subset_var(keep)
     _record_scaling(adata, mean[keep], var[keep])
-    record = dict(adata.uns.get(KEYS.PREPROCESS, {}))
-    record.update(backed=True, scaled=True, std_ddof=1,
-                  max_value=None if max_value is None else float(max_value))
-    adata.uns[KEYS.PREPROCESS] = record
+    adata.uns[KEYS.PREPROCESS] = scaled_record(adata.uns.get(KEYS.PREPROCESS), max_value, backed=True)
 
 
 # -- passes ---------------------------------------------------------------------------------------
@@ -197,20 +188,6 @@ def _scan_counts(
 
 
 # -- what the in-memory steps compute, from the moments --------------------------------------------
-def _kept_features(adata: AnnData, constant: np.ndarray, *, drop: bool) -> np.ndarray:
-    n_constant = int(constant.sum())
-    if n_constant == len(constant):
-        raise InputError(f"all {n_constant} features of the backed matrix are constant across "
-                         "cells; check that the file holds the expression data")
-    if n_constant and not drop:
-        raise InputError(f"{n_constant} of {len(constant)} features are constant across cells "
-                         "(all-zero included); remove them or pass drop_constant=True")
-    if n_constant:
-        warnings.warn(f"dropped {n_constant} of {len(constant)} features that are constant across "
-                      "cells (all-zero included)", UserWarning, stacklevel=4)
-    return ~constant
-
-
 def _seurat_dispersions(mean: np.ndarray, var: np.ndarray) -> pd.DataFrame:
     """scanpy's flavor="seurat" dispersions from the moments of the normalised (non-log) values.
 

@@ -1,0 +1,200 @@
+"""``sivae fit``: read a file, preprocess it, train siVAE, write the AnnData and the model.
+
+Every destination is checked before anything is read or trained (it exists without --force, it
+is a folder sivae did not write, it is or lies inside the input, two of them coincide), and the
+outputs are written together at the end, under a lock on their folders: the model folder first,
+then the h5ad is renamed in, so a failure leaves neither and concurrent runs never mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sivae._constants import FILES
+from sivae._errors import InputError
+from sivae._files import atomic_file, check_destination, check_distinct, locked
+
+from ._args import _check_input, _hidden, _non_negative_float, _positive_float, _positive_int, _top_genes
+
+# a checkpoint folder holds these and nothing else; sivae replaces no other folder
+_CHECKPOINT_MARKERS = (FILES.CHECKPOINT_META,)
+_CHECKPOINT_NAMES = FILES.CHECKPOINT_TENSORS.replace(".", r"\.").replace("{}", r"\d+")
+
+
+def add_parsers(sub: Any) -> None:
+    _add_fit(sub)
+
+
+def _add_fit(sub: Any) -> None:
+    p = sub.add_parser(
+        "fit", help="preprocess a cells x features file, train siVAE, write the result",
+        description="Read IN, preprocess it (unless --no-preprocess), train siVAE and write an "
+        "h5ad with obsm['X_sivae'], varm['sivae_loadings'], var['sivae_centrality'], uns['sivae'].",
+    )
+    p.add_argument("input", metavar="IN", help=".h5ad, 10x .h5, 10x mtx folder, .csv/.tsv or .loom")
+    p.add_argument("-o", "--output", metavar="OUT.h5ad", required=True, help="h5ad file to write")
+    p.add_argument("--model-dir", metavar="DIR", help="also save the trained model to this folder")
+    p.add_argument("--n-latent", type=_positive_int, default=2, metavar="K",
+                   help="size of both embeddings (default 2)")
+    p.add_argument("--gamma", type=_non_negative_float, default=0.05, metavar="G",
+                   help="weight of the interpretability term; 0 turns it off (default 0.05)")
+    p.add_argument("--likelihood", choices=("gaussian", "nb"), default="gaussian",
+                   help="gaussian on scaled data, or nb on raw counts")
+    p.add_argument("--linear", action="store_true", help="siVAE-linear: linear decoders")
+    p.add_argument("--hidden", type=_hidden, metavar="W1,W2,...",
+                   help="encoder widths (default 1024,512,128); the decoder mirrors them")
+    p.add_argument("--c-red", type=_positive_int, metavar="N", help="values per feature fed to "
+                   "the feature-wise encoder (default 100)")
+    p.add_argument("--epochs", type=_positive_int, default=200, metavar="N",
+                   help="joint-training epochs (default 200)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+                   help="cells per step (default 256)")
+    p.add_argument("--learning-rate", type=_positive_float, metavar="LR",
+                   help="Adam's rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
+    p.add_argument("--n-top-genes", type=_top_genes, default=2000, metavar="N|all",
+                   help="highly variable features kept by preprocessing (default 2000; all: "
+                   "every non-constant feature)")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="IN is already normalised and z-scored: use adata.X as it is (with "
+                   "--backed: normalised and log-transformed, z-scored per batch)")
+    p.add_argument("--backed", action="store_true",
+                   help="leave IN's matrix on disk (an .h5ad with CSR X) and read minibatches of "
+                   "cells from it: memory does not grow with the cells; OUT then holds the "
+                   "results and annotations without a copy of the matrix")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="write a checkpoint here while training")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--force", action="store_true", help="overwrite OUT and --model-dir")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every destination, train, then write all outputs in one step."""
+    from sivae import SIVAE
+
+    source = _check_input(args.input)
+    out, model_dir, checkpoints = _destinations(args, source)
+    with _process_group(args.device) as rank:
+        adata = _load(source, args, progress=not args.no_progress and rank == 0)
+        model = SIVAE(adata, **_model_options(args))
+        model.train(max_epochs=args.epochs, checkpoint_dir=checkpoints, resume=args.resume,
+                    progress=not args.no_progress)
+    if rank != 0:
+        return 0  # every rank holds the same model; rank 0 writes it
+    with locked(out, *([model_dir] if model_dir else [])), atomic_file(out, overwrite=args.force) as tmp:
+        model.adata.write_h5ad(tmp)
+        if model_dir is not None:
+            model.save(model_dir, overwrite=args.force)
+    keys = model.keys
+    saved = f"; model saved to {model_dir}" if model_dir is not None else ""
+    print(f"wrote {out}: {adata.n_obs} cells x {adata.n_vars} features; obsm"
+          f"[{keys.cell_embedding!r}], varm[{keys.loadings!r}], var[{keys.centrality!r}]{saved}")
+    return 0
+
+
+def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | None, Path | None]:
+    """Refuse any destination that could lose the user's files, before any work."""
+    if Path(args.output).suffix.lower() != ".h5ad":
+        raise InputError(f"output {args.output!r} must end in .h5ad")
+    if args.resume and args.checkpoint_dir is None:
+        raise InputError("--resume needs --checkpoint-dir, the folder holding the checkpoint")
+    check_distinct({"-o": args.output, "--model-dir": args.model_dir, "--checkpoint-dir": args.checkpoint_dir})
+    out = check_destination(args.output, what="output", overwrite=args.force, inputs=[source])
+    model_dir = None
+    if args.model_dir is not None:
+        from sivae.saving import MODEL_FILES, MODEL_FOLDER_NAMES
+
+        model_dir = check_destination(args.model_dir, what="--model-dir", overwrite=args.force, folder=True,
+                                      owned_markers=MODEL_FILES, owned_allowed=MODEL_FOLDER_NAMES,
+                                      inputs=[source])
+    checkpoints = None
+    if args.checkpoint_dir is not None:
+        checkpoints = Path(args.checkpoint_dir)
+        empty = checkpoints.is_dir() and not checkpoints.is_symlink() and not any(checkpoints.iterdir())
+        # an existing checkpoint folder is ours to resume or continue; an empty one to fill
+        check_destination(checkpoints, what="--checkpoint-dir", overwrite=True, folder=True,
+                          owned_markers=() if empty else _CHECKPOINT_MARKERS,
+                          owned_allowed=_CHECKPOINT_NAMES, inputs=[source])
+    return out, model_dir, checkpoints
+
+
+@contextmanager
+def _process_group(device: str) -> Iterator[int]:
+    """Join torchrun's process group when it started several of us; yields this process's rank."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        world_size = int(text)
+    except ValueError:
+        raise InputError(f"the environment variable WORLD_SIZE is {text!r}, not a number of "
+                         "processes; unset it, or launch several with torchrun") from None
+    if world_size <= 1:
+        yield 0
+        return
+    import torch
+    import torch.distributed as dist
+
+    from sivae.config import resolve_device
+
+    if not dist.is_available():
+        raise InputError(f"WORLD_SIZE is {world_size} but this torch build has no torch.distributed; "
+                         "unset WORLD_SIZE to train in one process")
+    dev = resolve_device(device)  # under torchrun, CUDA is GPU LOCAL_RANK
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    try:
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    except (ValueError, RuntimeError) as err:  # e.g. WORLD_SIZE set by hand, no MASTER_ADDR
+        raise InputError(f"WORLD_SIZE is {world_size} but the process group could not start "
+                         f"({err}); launch with torchrun, or unset WORLD_SIZE to train in one "
+                         "process") from err
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "n_latent": args.n_latent, "gamma": args.gamma, "likelihood": args.likelihood,
+        "linear": args.linear, "seed": args.seed, "device": args.device,
+    }
+    if args.hidden is not None:
+        options["encoder_hidden"] = args.hidden
+        options["decoder_hidden"] = tuple(reversed(args.hidden))
+    optional = {
+        "c_red": args.c_red, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+    }
+    options.update({key: value for key, value in optional.items() if value is not None})
+    return options
+
+
+def _load(source: Path, args: argparse.Namespace, *, progress: bool) -> Any:
+    """IN as the model trains on it: read (or opened on disk with --backed) and preprocessed."""
+    from sivae import pp, read, read_backed
+
+    if not args.backed:
+        adata = read(source)
+        return adata if args.no_preprocess else _preprocess(adata, n_top_genes=args.n_top_genes)
+    adata = read_backed(source)
+    if args.no_preprocess:  # normalised values in a CSR file: only the z-score is left to do
+        pp.scale_features(adata, progress=progress)
+        return adata
+    return _preprocess(adata, n_top_genes=args.n_top_genes, progress=progress)
+
+
+def _preprocess(adata: Any, *, n_top_genes: int | None, progress: bool = True) -> Any:
+    from sivae import pp
+
+    try:
+        result = pp.preprocess(adata, n_top_genes=n_top_genes, progress=progress)
+    except InputError as err:  # point command-line users to the flag, not the Python function
+        hint = "pass --no-preprocess (z-score them per feature first)"
+        raise InputError(str(err).replace("use sivae.pp.scale_features instead", hint)) from err
+    return adata if result is None else result
