@@ -125,8 +125,8 @@ def check_destination(
         if not overwrite:
             raise InputError(f"{what} {str(p)!r} exists; pass --force (overwrite=True) to replace it")
         if not is_owned_folder(p, owned_markers, owned_allowed):
-            raise InputError(f"{what} {str(p)!r} is a folder that sivae did not write (it is not "
-                             f"a saved {what}); choose a new or empty path, sivae never deletes it")
+            raise InputError(f"{what} {str(p)!r} is a folder that sivae did not write (not a saved "
+                             "model or checkpoint folder); choose a new path: sivae never deletes it")
     elif p.exists():
         if p.is_dir():
             raise InputError(f"{what} {str(p)!r} is a folder; give a file name inside it instead")

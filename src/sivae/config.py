@@ -99,23 +99,23 @@ _FLOATS = ("gamma", "learning_rate", "l2", "holdout_fraction")
 _STRINGS = ("likelihood", "variance", "feature_input")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_type(name: str, value: Any) -> None:
     if name in _INTS or (name in _OPTIONAL_INTS and value is not None):
-        ok = _is_int(value)
+        ok = is_int(value)
         expected = "an integer"
     elif name in _FLOATS:
-        ok = _is_int(value) or isinstance(value, (float, np.floating))
+        ok = is_int(value) or isinstance(value, (float, np.floating))
         expected = "a number"
     elif name in _STRINGS or (name == "cell_type_key" and value is not None):
         ok, expected = isinstance(value, str), "a string"
     elif name == "linear":
         ok, expected = isinstance(value, (bool, np.bool_)), "True or False"
     elif name in ("encoder_hidden", "decoder_hidden") and not (name == "decoder_hidden" and value is None):
-        ok = isinstance(value, (tuple, list)) and all(_is_int(v) for v in value)
+        ok = isinstance(value, (tuple, list)) and all(is_int(v) for v in value)
         expected = "a list of integer layer widths"
     else:
         ok, expected = True, ""

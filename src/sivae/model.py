@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from anndata import AnnData
 from ._constants import KEYS, OutputKeys, output_keys
-from ._errors import InputError
+from ._errors import InputError, TrainingDiverged
 from .data import validate
 from .data.backed import BackedCellMatrix, is_backed, training_matrix
-from .config import ModelConfig, check_fits_in_memory, resolve_device
+from .config import ModelConfig, is_int, check_fits_in_memory, resolve_device
 from .data.feature_input import feature_input
 from .data.loaders import CellMatrix
 from .data.record import Preprocessing
 from .module import ModuleConfig, SIVAEModule
 from .saving import read_model_folder, read_tensors, register, tensor_shapes, write_model_folder
-from .train import TrainConfig, Trainer, TrainingData
+from .train import PRETRAINING, TrainConfig, Trainer, TrainingData
 
 _CHUNK = 1024  # cells per forward pass when embedding or scoring
 
@@ -76,34 +76,11 @@ class BaseModel:
 
     # -- construction ---------------------------------------------------------------------------
     def _check_adata(self, adata: AnnData) -> None:
-        if not isinstance(adata, AnnData):
-            raise InputError(f"expected an AnnData, got {type(adata).__name__}; read files with sivae.read()")
-        validate.check_not_empty(adata)
-        validate.check_unique_names(adata)
         c = self.config
-        if is_backed(adata):
-            # finite values and constant features were checked by the passes that scaled it
-            if c.likelihood == "nb":
-                raise InputError("likelihood 'nb' needs the counts in memory; use 'gaussian' with "
-                                 "backed input, or load the data with sivae.read")
-        else:
-            validate.check_finite(adata.X, "adata.X")
-            constant = validate.constant_features(adata.X)
-            if constant.any():
-                raise InputError(
-                    f"{int(constant.sum())} features are constant across cells (e.g. {adata.var_names[constant][0]}); "
-                    "drop them, or run sivae.pp.preprocess, which does"
-                )
-        c_red = c.c_red if self._has_feature_path else None
-        validate.check_size(adata.n_obs, n_latent=c.n_latent, c_red=c_red, holdout_fraction=c.holdout_fraction)
-        if c.likelihood == "nb":
-            if KEYS.COUNTS not in adata.layers:
-                raise InputError(
-                    f"likelihood 'nb' needs raw counts in adata.layers['{KEYS.COUNTS}']; run sivae.pp.preprocess on the counts first"
-                )
-            validate.check_counts(adata.layers[KEYS.COUNTS], f"adata.layers['{KEYS.COUNTS}']")
-        if c.cell_type_key is not None and c.cell_type_key not in adata.obs:
-            raise InputError(f"cell_type_key {c.cell_type_key!r} is not a column of adata.obs; pass one of {list(adata.obs.columns)[:8]}")
+        validate.check_training_data(
+            adata, backed=is_backed(adata), likelihood=c.likelihood, n_latent=c.n_latent,
+            c_red=c.c_red if self._has_feature_path else None, holdout_fraction=c.holdout_fraction,
+            cell_type_key=c.cell_type_key)
 
     def _split(self, adata: AnnData) -> None:
         rng = np.random.default_rng(self.config.seed)
@@ -117,18 +94,11 @@ class BaseModel:
 
     def _feature_input(self, adata: AnnData) -> torch.Tensor:
         c = self.config
-        c_red = min(c.c_red, len(self.train_idx), adata.n_vars if c.feature_input == "pca" else c.c_red)
-        if c_red < c.c_red:
-            warnings.warn(f"c_red lowered from {c.c_red} to {c_red}: it cannot exceed the training cells or features", stacklevel=3)
-        rows = self.train_idx
-        if c.feature_input == "pca" and c.feature_input_cells is not None and len(rows) > c.feature_input_cells:
-            rows = np.sort(np.random.default_rng(c.seed).choice(rows, c.feature_input_cells, replace=False))
         labels = None
         if c.feature_input == "downsample" and c.cell_type_key is not None:
-            labels = np.asarray(adata.obs[c.cell_type_key])[rows]
-        reduced = feature_input(self.cells, rows, method=c.feature_input, c_red=c_red,
-                                labels=labels, seed=c.seed)
-        return torch.from_numpy(reduced)
+            labels = np.asarray(adata.obs[c.cell_type_key])[self.train_idx]
+        return torch.from_numpy(feature_input(self.cells, self.train_idx, method=c.feature_input, c_red=c.c_red,
+                                              labels=labels, seed=c.seed, max_cells=c.feature_input_cells))
 
     def _module_config(self) -> ModuleConfig:
         c = self.config
@@ -147,6 +117,7 @@ class BaseModel:
         max_epochs: int = 200,
         *,
         pretrain_epochs: int | None = None,
+        pretraining: str = "budget",
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
         resume: bool = False,
@@ -159,8 +130,14 @@ class BaseModel:
         max_epochs
             Passes over the training cells in the last (joint) step.
         pretrain_epochs
-            Limit on passes in each pre-training step, which stops early on held-out cells like
-            the joint step; None: ``max_epochs``.
+            Limit on passes in each pre-training step (siVAE's steps 1 and 2); None: as
+            ``pretraining`` says.
+        pretraining
+            "budget" (default): each pre-training step trains for at most a tenth of
+            ``max_epochs`` (in minibatch steps) and stops sooner once its training loss levels
+            off, so a siVAE run costs about what a VAE run costs. "paper": the paper's three
+            steps, each pre-training step up to ``max_epochs`` with early stopping on held-out
+            cells (several times a VAE run's cost). See `sivae.train.TrainConfig`.
         checkpoint_dir
             Folder for a checkpoint written every ``checkpoint_every`` epochs (atomically).
         resume
@@ -176,11 +153,18 @@ class BaseModel:
         ``adata.uns["<key>"]`` (parameters, losses, version).
         """
         self._need_data("train()")
+        for name, value in (("max_epochs", max_epochs), ("pretrain_epochs", pretrain_epochs),
+                            ("checkpoint_every", checkpoint_every)):
+            if not (value is None and name == "pretrain_epochs") and not is_int(value):
+                raise InputError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
         if max_epochs < 1 or (pretrain_epochs is not None and pretrain_epochs < 0) or checkpoint_every < 1:
             raise InputError("max_epochs and checkpoint_every must be >= 1 and pretrain_epochs >= 0")
+        if pretraining not in PRETRAINING:
+            raise InputError(f"pretraining must be one of {PRETRAINING}, got {pretraining!r}")
         c = self.config
         train_config = TrainConfig(
-            max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, batch_size=c.batch_size,
+            max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, pretraining=pretraining,
+            batch_size=c.batch_size,
             feature_batch_size=c.feature_batch_size,
             learning_rate=c.learning_rate, l2=c.l2,
             patience=c.patience, checkpoint_every=checkpoint_every, seed=c.seed,
@@ -192,8 +176,11 @@ class BaseModel:
         t0 = time.perf_counter()
         self.history = trainer.fit(checkpoint_dir=checkpoint_dir, resume=resume)
         self.training_seconds = time.perf_counter() - t0
+        self.training_timings = trainer.timings  # per epoch: seconds of training and of evaluation
         self.is_trained = True
+        t0 = time.perf_counter()
         self._write_outputs()
+        self.output_seconds = time.perf_counter() - t0
         return self
 
     # -- results --------------------------------------------------------------------------------
@@ -261,11 +248,16 @@ class BaseModel:
 
     def _write_outputs(self) -> None:
         adata, k = self.adata, self.keys
-        adata.obsm[k.cell_embedding] = self._embed(self.cells)
-        loadings = self.get_loadings()
+        embedding, loadings = self._embed(self.cells), self.get_loadings()
+        centrality = self.get_reconstruction_accuracy()
+        for name, values in (("cell embedding", embedding), ("loadings", loadings), ("centrality", centrality)):
+            if values is not None and not np.all(np.isfinite(values)):  # never hand back NaN as a result
+                raise TrainingDiverged(f"training diverged: the {name} holds non-finite values, so "
+                                       "nothing was written; lower learning_rate or gamma and train again")
+        adata.obsm[k.cell_embedding] = embedding
         if loadings is not None:
             adata.varm[k.loadings] = loadings
-        adata.var[k.centrality] = self.get_reconstruction_accuracy()
+        adata.var[k.centrality] = centrality
         split = np.full(adata.n_obs, "train", dtype=object)
         split[self.val_idx] = "validation"
         adata.obs[KEYS.SPLIT] = split
@@ -364,9 +356,9 @@ class BaseModel:
         with torch.random.fork_rng(devices=devices):  # seeded without touching the global stream
             torch.manual_seed(seed)
             X = self.module.generate(int(n_cells), self._decoded_features(), lib).float().cpu().numpy()
-        obs = {"index": [f"sample_{i}" for i in range(n_cells)]}
-        out = AnnData(X=X, obs=__import__("pandas").DataFrame(index=obs["index"]),
-                      var=__import__("pandas").DataFrame(index=self.feature_names.copy()))
+        out = AnnData(X=X)
+        out.obs_names = [f"sample_{i}" for i in range(n_cells)]
+        out.var_names = self.feature_names.copy()
         if lib is not None:
             out.layers[KEYS.COUNTS] = X.copy()
         return out
@@ -424,7 +416,7 @@ class BaseModel:
             raise InputError(f"{path} holds a {meta['model']} model, not {cls._name}; load it with sivae.load_model")
         saved = np.asarray(meta["feature_names"], dtype=str)
         if adata is not None:
-            _check_same_features(adata, saved)
+            validate.check_same_features(adata, saved)
         config = ModelConfig.from_saved(meta["config"], path)
         shapes = tensor_shapes(path)
         if cls._has_feature_path and "feature_x" not in shapes:
@@ -465,19 +457,6 @@ class BaseModel:
         if self.adata is None:
             raise InputError(f"{what} needs the training data, but this model was loaded without it; "
                              "load it with its AnnData: load(path, adata)")
-
-
-def _check_same_features(adata: Any, saved: np.ndarray) -> None:
-    if not isinstance(adata, AnnData):
-        raise InputError(f"expected an AnnData, got {type(adata).__name__}")
-    current = np.asarray(adata.var_names, dtype=str)
-    if len(saved) != len(current) or not np.array_equal(saved, current):
-        missing, extra = len(np.setdiff1d(saved, current)), len(np.setdiff1d(current, saved))
-        hint = ("reorder it with adata[:, features]" if missing == extra == 0
-                else f"{missing} of the model's features are missing and {extra} are new")
-        raise InputError(f"the data's features do not match the model's ({hint}); pass the data the "
-                         "model was trained on, or load without data and embed new cells with "
-                         "get_cell_embedding")
 
 
 @register

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ._errors import InputError
+from ._errors import InputError, TrainingDiverged
 from .checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from .data.loaders import BlockSampler, CellMatrix
 from .module import Batch, Losses
@@ -345,6 +345,10 @@ class Trainer:
                 for epoch in range(first, n_epochs):
                     t0 = time.perf_counter()
                     train = self._train_epoch(phase, optimizer, params, loss_fn)
+                    if not math.isfinite(train["total"]):  # before any checkpoint: the last good one stays
+                        raise TrainingDiverged(
+                            f"training diverged in the {phase} step at epoch {epoch} (the loss is not finite); "
+                            "nothing was written and the last checkpoint is kept: lower learning_rate or gamma")
                     val = self.evaluate(phase)
                     stop = stopper.update(val, epoch, self.module)
                     self.history.append({"phase": phase, "epoch": epoch, "val": val,

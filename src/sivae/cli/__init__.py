@@ -62,8 +62,15 @@ def _sentence(err: BaseException) -> str:
 
 
 # -- arguments ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block); subcommands inherit it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(_EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sivae",
         description="siVAE: interpretable cell and feature embeddings for single-cell data.",
     )

@@ -88,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress)
     if rank != 0:
         return 0  # every rank holds the same model; rank 0 writes it
-    with locked(out, *([model_dir] if model_dir else [])), atomic_file(out, overwrite=args.force) as tmp:
-        model.adata.write_h5ad(tmp)
-        if model_dir is not None:
-            model.save(model_dir, overwrite=args.force)
+    with locked(out, *([model_dir] if model_dir else [])):
+        _destinations(args, source)  # again, under the lock: another run may have written meanwhile
+        with atomic_file(out, overwrite=args.force) as tmp:
+            model.adata.write_h5ad(tmp)
+            if model_dir is not None:  # inside: if the model cannot be saved, no h5ad either
+                model.save(model_dir, overwrite=args.force)
     keys = model.keys
     saved = f"; model saved to {model_dir}" if model_dir is not None else ""
     print(f"wrote {out}: {adata.n_obs} cells x {adata.n_vars} features; obsm"

@@ -9,6 +9,8 @@ and both read the cells through a row source (``rows(idx)``, as `loaders.CellMat
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Protocol
 
 import numpy as np
@@ -34,8 +36,13 @@ def feature_input(
     labels: np.ndarray | None = None,
     seed: int = 0,
     n_iter: int = 7,
+    max_cells: int | None = None,
 ) -> np.ndarray:
     """Reduce each feature's column over the cells ``rows`` of ``cells`` to ``c_red`` values.
+
+    ``c_red`` is lowered, with a warning, where it exceeds the training cells (or, for PCA, the
+    features); PCA reads at most ``max_cells`` of ``rows`` (a seeded uniform sample): its cost
+    grows with the cells it reads, and 50,000 cells pin down the features' covariances.
 
     Parameters
     ----------
@@ -64,6 +71,14 @@ def feature_input(
     if method not in METHODS:
         raise ValueError(f"feature_input method must be one of {METHODS}, got {method!r}")
     rows = np.asarray(rows, dtype=np.int64)
+    fitting = min(c_red, len(rows), cells.n_features if method == "pca" else c_red)
+    if fitting < c_red:
+        warnings.warn(f"c_red lowered from {c_red} to {fitting}: it cannot exceed the training cells "
+                      "or features", stacklevel=3)
+        c_red = fitting
+    if method == "pca" and max_cells is not None and len(rows) > max_cells:
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_cells, replace=False))
+        rows, labels = rows[keep], None if labels is None else np.asarray(labels)[keep]
     if method == "pca":
         reduced = pca_of_transpose(cells, rows, c_red, seed=seed, n_iter=n_iter)
     else:

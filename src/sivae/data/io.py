@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anndata
 import h5py
+import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 
@@ -39,12 +40,26 @@ SUPPORTED_FORMATS = (
 )
 
 
+def _read_table(path: Path, sep: str) -> AnnData:
+    try:
+        return _adio.read_text(path, delimiter=sep, first_column_names=True)
+    except ValueError:
+        # anndata says only that a string is not a float: name the column that holds text
+        frame = pd.read_csv(path, sep=sep, index_col=0, nrows=1000)  # unparsable: read()'s message
+        text = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        if text:
+            raise InputError(f"column {text[0]!r} of {str(path)!r} holds text, not numbers ({len(text)} "
+                             "such column(s)); the file must hold cell names in the first column and one "
+                             "numeric column per feature") from None
+        raise
+
+
 def _read_csv(path: Path) -> AnnData:
-    return _adio.read_csv(path, delimiter=",", first_column_names=True)
+    return _read_table(path, ",")
 
 
 def _read_tsv(path: Path) -> AnnData:
-    return _adio.read_text(path, delimiter="\t", first_column_names=True)
+    return _read_table(path, "\t")
 
 
 def _read_10x_h5(path: Path) -> AnnData:

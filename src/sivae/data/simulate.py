@@ -152,6 +152,23 @@ def _check_args(
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if compression not in _COMPRESSIONS:
         raise InputError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
+    # the plan holds (programs x features) float64 and bool tables, a chunk its non-zeros, and
+    # every cell its type and name (about 64 bytes) until the annotations are written
+    need = 24 * n_programs * n_features + 16 * chunk_cells * n_features * density + 64 * n_cells  # type: ignore[operator]
+    have = _physical_memory()
+    if have is not None and need > have / 2:
+        raise InputError(f"{n_cells:,} cells, {n_features:,} features, {n_programs} programs and chunks of "
+                         f"{chunk_cells:,} cells need about {need / 2**30:,.1f} GiB, more than half this machine's "
+                         f"{have / 2**30:,.1f} GiB; use fewer cells, features, programs or cells per chunk")
+    if n_cells * n_features * density > 2**62:  # type: ignore[operator]
+        raise InputError("that many non-zero counts cannot be indexed in an h5ad file; use fewer cells or features")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not every platform tells
+        return None
 
 
 def _check_target(p: Path, *, force: bool) -> Path:

@@ -15,7 +15,10 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._constants import KEYS
 from .._errors import InputError
+
+_COUNTS = KEYS.COUNTS
 
 __all__ = [
     "MIN_HOLDOUT_CELLS",
@@ -67,6 +70,10 @@ def _is_integer_dtype(X: Any) -> bool:
     return np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.bool_)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MAX_COUNT = 2**31 - 1  # no cell holds more molecules of one feature; above it the NB overflows
+
+
 def check_finite(X: Any, where: str) -> None:
     """Refuse a matrix that holds NaN or infinite values.
 
@@ -84,15 +91,24 @@ def check_finite(X: Any, where: str) -> None:
     """
     if _is_integer_dtype(X):
         return
-    n_nan = n_inf = 0
+    n_nan = n_inf = n_huge = 0
+    example = 0.0
     for values in _value_blocks(X):
         n_nan += int(np.count_nonzero(np.isnan(values)))
         n_inf += int(np.count_nonzero(np.isinf(values)))
+        # models compute in float32: a float64 value beyond its range would become infinite
+        huge = np.isfinite(values) & (np.abs(values) > _FLOAT32_MAX)
+        if huge.any():
+            n_huge += int(np.count_nonzero(huge))
+            example = float(values[huge].flat[0])
     if n_nan or n_inf:
         parts = [f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
         raise InputError(
             f"{' and '.join(parts)} values in {where}; remove or impute them before training"
         )
+    if n_huge:
+        raise InputError(f"{n_huge} values in {where} (e.g. {example:.3g}) are beyond float32's range "
+                         "and would become infinite in training; rescale or remove them")
 
 
 def check_not_empty(adata: AnnData) -> None:
@@ -170,6 +186,10 @@ def check_counts(X: Any, where: str, *, hint: str | None = None) -> None:
             example = float(values[frac].flat[0])
     if n_neg:
         raise InputError(f"{n_neg} negative values in {where}, which must hold counts; {fix}")
+    n_big = sum(int(np.count_nonzero(values > _MAX_COUNT)) for values in _value_blocks(X))
+    if n_big:
+        raise InputError(f"{n_big} values in {where} exceed {_MAX_COUNT:,}, more molecules than a cell "
+                         f"holds; {fix}")
     if n_frac:
         raise InputError(
             f"{n_frac} non-integer values in {where} (e.g. {example:.4g}), which must hold "
@@ -309,3 +329,46 @@ def _min_cells(min_train: int, holdout_fraction: float) -> int:
         if n_train >= min_train and (holdout_fraction == 0 or n_holdout >= MIN_HOLDOUT_CELLS):
             return n
         n += 1
+
+
+def check_training_data(adata: Any, *, backed: bool, likelihood: str, n_latent: int, c_red: int | None,
+                        holdout_fraction: float, cell_type_key: str | None) -> None:
+    """Refuse data a model cannot train on, before anything is built: one sentence each."""
+    if not isinstance(adata, AnnData):
+        raise InputError(f"expected an AnnData, got {type(adata).__name__}; read files with sivae.read()")
+    check_not_empty(adata)
+    check_unique_names(adata)
+    if backed:
+        # finite values and constant features were checked by the passes that scaled it
+        if likelihood == "nb":
+            raise InputError("likelihood 'nb' needs the counts in memory; use 'gaussian' with "
+                             "backed input, or load the data with sivae.read")
+    else:
+        check_finite(adata.X, "adata.X")
+        constant = constant_features(adata.X)
+        if constant.any():
+            raise InputError(f"{int(constant.sum())} features are constant across cells (e.g. "
+                             f"{adata.var_names[constant][0]}); drop them, or run sivae.pp.preprocess, which does")
+    check_size(adata.n_obs, n_latent=n_latent, c_red=c_red, holdout_fraction=holdout_fraction)
+    if likelihood == "nb":
+        if _COUNTS not in adata.layers:
+            raise InputError(f"likelihood 'nb' needs raw counts in adata.layers['{_COUNTS}']; run "
+                             "sivae.pp.preprocess on the counts first")
+        check_counts(adata.layers[_COUNTS], f"adata.layers['{_COUNTS}']")
+    if cell_type_key is not None and cell_type_key not in adata.obs:
+        raise InputError(f"cell_type_key {cell_type_key!r} is not a column of adata.obs; pass one of "
+                         f"{list(adata.obs.columns)[:8]}")
+
+
+def check_same_features(adata: Any, saved: np.ndarray) -> None:
+    """Refuse an AnnData whose features are not exactly a saved model's, in order."""
+    if not isinstance(adata, AnnData):
+        raise InputError(f"expected an AnnData, got {type(adata).__name__}")
+    current = np.asarray(adata.var_names, dtype=str)
+    if len(saved) != len(current) or not np.array_equal(saved, current):
+        missing, extra = len(np.setdiff1d(saved, current)), len(np.setdiff1d(current, saved))
+        hint = ("reorder it with adata[:, features]" if missing == extra == 0
+                else f"{missing} of the model's features are missing and {extra} are new")
+        raise InputError(f"the data's features do not match the model's ({hint}); pass the data the "
+                         "model was trained on, or load without data and embed new cells with "
+                         "get_cell_embedding")

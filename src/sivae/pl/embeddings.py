@@ -9,7 +9,6 @@ they work under any backend (Agg on a cluster) and are not kept alive by pyplot'
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from matplotlib.figure import Figure
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
+from sivae._files import atomic_file, check_destination
 
 _FORMATS = ("png", "svg", "pdf")
 _DEFAULT_HUBS = 10  # features marked when highlight is None and a centrality column exists
@@ -424,15 +424,7 @@ def save(fig: Figure, path: str | os.PathLike[str]) -> Path:
         raise InputError(f"figure path {str(path)!r} must end in .png, .svg or .pdf")
     if not path.parent.is_dir():
         raise InputError(f"folder {str(path.parent)!r} for the figure does not exist; create it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt, dpi=150, bbox_inches="tight")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    check_destination(path, what="figure", overwrite=True)
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        fig.savefig(handle, format=fmt, dpi=150, bbox_inches="tight")
     return path
