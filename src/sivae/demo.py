@@ -18,6 +18,7 @@ from anndata import AnnData
 from sivae import pl
 from sivae._constants import FILES, KEYS
 from sivae._errors import InputError
+from sivae._files import check_destination
 from sivae.tl import hubs, hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_silhouette
 
 # K=8: room for the five communities' programmes, so hubs stand out (K=2 finds about half).
@@ -118,14 +119,9 @@ def _check_outputs(out: Path, paths: list[Path], force: bool) -> None:
         raise InputError(f"{str(out)!r} exists and is not a folder; choose another --out")
     existing = [p.name for p in paths if p.exists()]
     if existing and not force:
-        raise InputError(
-            f"{str(out)!r} already holds {', '.join(existing)}; pass --force to overwrite"
-        )
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write to {str(ancestor)!r}; choose a writable --out folder")
+        raise InputError(f"{str(out)!r} already holds {', '.join(existing)}; pass --force to overwrite")
+    for path in paths:
+        check_destination(path, what="--out file", overwrite=force)
 
 
 def _fit_network(epochs: int, progress: bool) -> AnnData:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from sivae._errors import InputError
+from sivae._files import check_destination
 
 
 def _positive_int(text: str) -> int:
@@ -57,28 +58,13 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _check_output(path: str | os.PathLike[str], *, force: bool, what: str, folder: bool) -> Path:
-    """Refuse an output path now rather than after training: exists, wrong kind, not writable."""
-    p = Path(path)
-    if not folder and p.suffix.lower() != ".h5ad":
-        raise InputError(f"{what} {str(p)!r} must end in .h5ad")
-    if not folder and p.is_dir():
-        raise InputError(f"{what} {str(p)!r} is a folder; give a file name such as out.h5ad")
-    if folder and p.exists() and not p.is_dir():
-        raise InputError(f"{what} {str(p)!r} exists and is not a folder")
-    if p.exists() and not force:
-        raise InputError(f"{what} {str(p)!r} exists; pass --force to overwrite it")
-    _check_writable(p, what)
-    return p
-
-
-def _check_writable(p: Path, what: str) -> None:
-    # the nearest existing folder above p must let us create p (and any folders between)
-    ancestor = p.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {what} {str(p)!r}: {str(ancestor)!r} is not writable")
+def _check_output(path: str | os.PathLike[str], *, force: bool, what: str, folder: bool = False,
+                  suffix: str | None = ".h5ad", inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
+    """Refuse an output path now rather than after the work (sivae._files.check_destination's
+    rules: never a folder sivae did not write, never the input), plus the file suffix."""
+    if not folder and suffix is not None and not str(path).lower().endswith(suffix):
+        raise InputError(f"{what} {str(path)!r} must end in {suffix}")
+    return check_destination(path, what=what, overwrite=force, folder=folder, inputs=inputs)
 
 
 def _check_input(path: str) -> Path:
