@@ -122,7 +122,7 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                          "re-save the model") from err
 
 
-def load_model(path: str | os.PathLike[str], adata: AnnData, *, device: str = "auto") -> Any:
+def load_model(path: str | os.PathLike[str], adata: AnnData | None = None, *, device: str = "auto") -> Any:
     """Load any saved sivae model (SIVAE, VAE or LDVAE), choosing the class from its config.json.
 
     Parameters
@@ -130,7 +130,8 @@ def load_model(path: str | os.PathLike[str], adata: AnnData, *, device: str = "a
     path
         Folder written by ``model.save`` or ``sivae fit --model-dir``.
     adata
-        The data to attach: the model's features in its order (see ``SIVAE.load``).
+        The data the model was trained on (its features in its order), to analyse or train
+        further; None: the model alone, to embed new cells (see ``SIVAE.load``).
     device
         "auto", "cpu" or "cuda".
     """
