@@ -220,7 +220,10 @@ def test_generate_returns_finite_cells_for_gaussian(variance: str) -> None:
     assert samples.std(0).min() > 0  # draws, not a constant
 
 
-def test_generate_refuses_nb() -> None:
+def test_generate_nb_draws_counts_and_needs_library_sizes() -> None:
     module = CellVAE(ModuleConfig(**{**TINY.__dict__, "likelihood": "nb"}))
-    with pytest.raises(NotImplementedError, match="gaussian"):
+    with pytest.raises(ValueError, match="library sizes"):
         module.generate(5, module.weight)
+    counts = module.generate(5, module.weight, torch.full((5,), 1000.0))
+    assert counts.shape == (5, module.weight.shape[0])
+    assert torch.all(counts >= 0) and torch.equal(counts, counts.round())

@@ -19,7 +19,8 @@ from sivae.train import TrainConfig, Trainer, TrainingData
 N_CELLS, N_FEATURES, C_RED = 150, 20, 6
 CONFIG = ModuleConfig(n_features=N_FEATURES, n_latent=2, encoder_hidden=(16, 8), decoder_hidden=(8, 16),
                       n_feature_input=C_RED)
-TRAIN = TrainConfig(max_epochs=4, pretrain_epochs=2, batch_size=32, seed=0, patience=100)
+# the paper's three steps, each pre-training step stopped on held-out loss; "budget" is tested below
+TRAIN = TrainConfig(max_epochs=4, pretrain_epochs=2, batch_size=32, seed=0, patience=100, pretraining="paper")
 # _train_epoch calls of one uninterrupted fit: cell 0-1, feature 0-1, joint 0-3
 EPOCHS = [("cell", 0), ("cell", 1), ("feature", 0), ("feature", 1),
           ("joint", 0), ("joint", 1), ("joint", 2), ("joint", 3)]
@@ -160,7 +161,10 @@ def test_training_on_feature_minibatches(data: TrainingData) -> None:
     trainer.module.loss = recording_loss
     history = trainer.fit()
     assert ("cell", 5) in widths and ("joint", 5) in widths
-    assert all(math.isfinite(h["total"]) and math.isfinite(h["val"]) for h in history)
+    assert all(math.isfinite(h["total"]) for h in history)
+    # held-out evaluation may skip epochs here (Trainer.eval_interval), never a phase's last one
+    last = {h["phase"]: h for h in history}
+    assert all(math.isfinite(h["val"]) for h in last.values())
     assert math.isfinite(trainer.evaluate("joint"))
 
 
@@ -222,3 +226,183 @@ def test_sampler_state_reproduces_the_next_epoch() -> None:
     assert len(got) == len(expected)
     for (c1, f1), (c2, f2) in zip(expected, got):
         assert np.array_equal(c1, c2) and np.array_equal(f1, f2)
+
+
+# -- held-out evaluation: encode once, score every block ------------------------------------------
+def _block_by_block(trainer: Trainer, phase: str, block: int) -> float:
+    # the held-out loss as it was computed before: module.loss on every (cell batch, feature
+    # block) pair, each re-running both encoders, weighted by the block's share of the features
+    n_features, total, weight = trainer.data.n_features, 0.0, 0
+    val = trainer.data.val_idx
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(trainer.config.seed + 1)
+        trainer.module.eval()
+        for s in range(0, len(val), trainer.config.batch_size):
+            cells = val[s : s + trainer.config.batch_size]
+            for f in range(0, n_features, block):
+                features = np.arange(f, min(f + block, n_features))
+                loss = trainer.module.loss(trainer._batch(cells, features), phase).total.item()
+                total += loss * len(cells) * len(features) / n_features
+            weight += len(cells)
+    return total / weight
+
+
+def _trained_a_little(data: TrainingData) -> SIVAEModule:
+    # a few epochs of every phase, so the cell and feature networks are not at their initial values
+    trainer = _trainer(data, TrainConfig(**{**TRAIN.__dict__, "max_epochs": 1, "pretrain_epochs": 1}))
+    trainer.fit()
+    return trainer.module
+
+
+@pytest.mark.parametrize("phase", ["cell", "feature", "joint"])
+def test_heldout_loss_encoded_once_equals_block_by_block(data: TrainingData, monkeypatch: pytest.MonkeyPatch,
+                                                          phase: str) -> None:
+    module = _trained_a_little(data)
+    # 4 batches of held-out cells x 4 blocks of features; without sampling noise the two ways
+    # of computing must agree exactly (the noise is compared in the next test)
+    monkeypatch.setattr(sivae.module, "reparameterize", lambda mean, log_var: mean)
+    monkeypatch.setattr(sivae.train, "_EVAL_FEATURE_BLOCK", 1)
+    config = TrainConfig(**{**TRAIN.__dict__, "batch_size": 8, "feature_batch_size": 5})
+    trainer = Trainer(module, data, config, progress=False)
+    assert len(trainer._eval_blocks()) == 4 and len(trainer._val_batches()) == 4
+    new, old = trainer.evaluate(phase), _block_by_block(trainer, phase, block=5)
+    assert new == pytest.approx(old, rel=1e-5, abs=1e-6)
+    # and the loss is not insensitive: another model scores differently
+    other = Trainer(_module(seed=3), data, config, progress=False)
+    assert other.evaluate(phase) != pytest.approx(new, rel=1e-4)  # well beyond the tolerance
+
+
+@pytest.mark.parametrize("phase", ["cell", "feature", "joint"])
+def test_heldout_loss_with_noise_equals_block_by_block(data: TrainingData, phase: str) -> None:
+    # one batch of held-out cells and one block: both ways draw the same noise from the fixed
+    # seed, features first, so they agree with the sampling noise on
+    module = _trained_a_little(data)
+    config = TrainConfig(**{**TRAIN.__dict__, "batch_size": 64})
+    trainer = Trainer(module, data, config, progress=False)
+    assert len(trainer._eval_blocks()) == 1 and len(trainer._val_batches()) == 1
+    new, old = trainer.evaluate(phase), _block_by_block(trainer, phase, block=N_FEATURES)
+    assert new == pytest.approx(old, rel=1e-5)
+    assert trainer.evaluate(phase) == new  # the fixed seed: the same loss every epoch
+    if phase != "feature":  # the feature step regresses at the posterior means of z
+        torch.manual_seed(7)
+        with torch.no_grad():
+            trainer.module.eval()
+            batch = trainer._batch(data.val_idx, np.arange(N_FEATURES))
+            assert trainer.module.loss(batch, phase).total.item() != pytest.approx(new, rel=1e-6)
+
+
+# -- the public epoch, and evaluation every few epochs ---------------------------------------------
+def test_train_epoch_runs_one_pass_and_fit_goes_through_it(data: TrainingData) -> None:
+    trainer = _trainer(data)
+    run = trainer.begin_phase("joint")
+    frozen = trainer.module.cell.weight  # the free v_f of step 1: not trained in the joint step
+    assert not frozen.requires_grad
+    before = _state(trainer.module)
+    out = trainer.train_epoch(run)
+    trainer.end_training()
+    assert frozen.requires_grad
+    assert out["seconds"] > 0 and math.isfinite(out["total"])
+    after = trainer.module.state_dict()
+    assert torch.equal(before["cell.weight"], after["cell.weight"])
+    assert not torch.equal(before["feature_encoder.mean.weight"], after["feature_encoder.mean.weight"])
+
+    calls: list[str] = []
+    fitted = _trainer(data)
+    original = fitted.train_epoch
+    fitted.train_epoch = lambda run, **kwargs: calls.append(run.phase) or original(run, **kwargs)
+    fitted.fit()
+    assert calls == [phase for phase, _ in EPOCHS]
+    assert [(t["phase"], t["epoch"]) for t in fitted.timings] == EPOCHS
+    assert all(t["train"] > 0 and t["evaluate"] > 0 for t in fitted.timings)
+
+
+def test_evaluation_runs_every_few_epochs_when_it_costs_more_than_its_budget(
+        data: TrainingData, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 20 features per held-out cell against blocks of 2 per training cell: an evaluation costs
+    # about a third of an epoch here, so it runs every few epochs, and always on a phase's last
+    config = TrainConfig(**{**TRAIN.__dict__, "feature_batch_size": 2, "max_epochs": 7, "patience": 100})
+    trainer = _trainer(data, config)
+    every = trainer.eval_interval("joint")
+    assert every > 1
+    monkeypatch.setattr(sivae.train, "EVAL_BUDGET", 10.0)
+    assert trainer.eval_interval("joint") == 1  # a generous budget evaluates every epoch
+    monkeypatch.setattr(sivae.train, "EVAL_BUDGET", 0.1)
+    history = trainer.fit()
+    joint = [h for h in history if h["phase"] == "joint"]
+    evaluated = [h["epoch"] for h in joint if math.isfinite(h["val"])]
+    assert evaluated == sorted({*range(every - 1, 7, every), 6})
+    # patience counts epochs, not evaluations: patience 1 stops at the first evaluation that
+    # does not improve, as it would when evaluating every epoch
+    stopping = _trainer(data, TrainConfig(**{**config.__dict__, "patience": every}))
+    losses = iter([1.0, 2.0, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(stopping, "evaluate", lambda phase: next(losses) if phase == "joint" else 1.0)
+    joint = [h for h in stopping.fit() if h["phase"] == "joint"]
+    assert len(joint) == 2 * every  # evaluations at every-1 (best) and 2*every-1 (worse): stop
+
+
+# -- budgeted pre-training (the default) ----------------------------------------------------------
+BUDGET = TrainConfig(max_epochs=10, batch_size=32, seed=0, patience=100, checkpoint_every=1, pretraining="budget")
+
+
+def _steps_per_phase(trainer: Trainer) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    loss = trainer.module.loss
+
+    def counting_loss(batch, phase):
+        counts[phase] = counts.get(phase, 0) + 1
+        return loss(batch, phase)
+
+    trainer.module.loss = counting_loss
+    trainer.fit()
+    return counts
+
+
+def test_budgeted_pretraining_takes_a_tenth_of_the_joint_steps(data: TrainingData) -> None:
+    # 120 training cells in batches of 32: 4 steps per epoch; a tenth of 10 joint epochs is one
+    # epoch of pre-training per step, and 0.3 of an epoch (1 step) at max_epochs=3
+    trainer = _trainer(data, BUDGET)
+    assert _steps_per_phase(trainer) == {"cell": 4, "feature": 4, "joint": 40}
+    short = _trainer(data, TrainConfig(**{**BUDGET.__dict__, "max_epochs": 3}))
+    assert _steps_per_phase(short) == {"cell": 1, "feature": 1, "joint": 12}
+    assert [(h["phase"], h["epoch"]) for h in short.history][:2] == [("cell", 0), ("feature", 0)]
+    paper = _trainer(data, TrainConfig(**{**BUDGET.__dict__, "max_epochs": 3, "pretraining": "paper"}))
+    assert _steps_per_phase(paper) == {"cell": 12, "feature": 12, "joint": 12}
+
+
+def test_budgeted_pretraining_stops_once_the_training_loss_levels_off(data: TrainingData) -> None:
+    config = TrainConfig(**{**BUDGET.__dict__, "pretrain_fraction": 0.5})  # up to 5 epochs each
+    never = _trainer(data, TrainConfig(**{**config.__dict__, "pretrain_tolerance": -math.inf})).fit()
+    assert [h["epoch"] for h in never if h["phase"] == "cell"] == [0, 1, 2, 3, 4]
+    # 1%: stops where an epoch's training loss fell by less than 1% of the one before
+    history = _trainer(data, TrainConfig(**{**config.__dict__, "pretrain_tolerance": 0.01})).fit()
+    cell = [h["total"] for h in history if h["phase"] == "cell"]
+    assert len(cell) < 5 and cell[-2] - cell[-1] < 0.01 * abs(cell[-2])
+    assert all(a - b >= 0.01 * abs(a) for a, b in zip(cell[:-2], cell[1:-1]))
+    # a tolerance no epoch can meet: each step stops after its second epoch
+    lenient = _trainer(data, TrainConfig(**{**config.__dict__, "pretrain_tolerance": 10.0})).fit()
+    assert [(h["phase"], h["epoch"]) for h in lenient if h["phase"] != "joint"] == [
+        ("cell", 0), ("cell", 1), ("feature", 0), ("feature", 1)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_budget(data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> Trainer:
+    config = TrainConfig(**{**BUDGET.__dict__, "max_epochs": 4, "pretrain_fraction": 0.4})
+    trainer = _trainer(data, config)
+    trainer.fit(checkpoint_dir=tmp_path_factory.mktemp("b") / "ckpt")
+    return trainer
+
+
+@pytest.mark.parametrize("n", [2, 3, 6], ids=["partial-cell-epoch", "first-feature-epoch", "in-joint-training"])
+def test_resumed_budgeted_run_matches_uninterrupted_run(data: TrainingData, uninterrupted_budget: Trainer,
+                                                        tmp_path: pathlib.Path, n: int) -> None:
+    # 0.4 x 4 = 1.6 epochs of pre-training: 7 steps, an epoch of 4 and a partial one of 3
+    config = uninterrupted_budget.config
+    assert [h["phase"] for h in uninterrupted_budget.history] == ["cell"] * 2 + ["feature"] * 2 + ["joint"] * 4
+    interrupted = _trainer(data, config)
+    _interrupt_on_call(interrupted, n)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(checkpoint_dir=tmp_path / "ckpt")
+    resumed = Trainer(_module(seed=1), data, config, progress=False)
+    resumed.fit(checkpoint_dir=tmp_path / "ckpt", resume=True)
+    _assert_same_state(uninterrupted_budget.module.state_dict(), resumed.module.state_dict())
+    assert _without_timings(resumed.history) == _without_timings(uninterrupted_budget.history)

@@ -73,6 +73,24 @@ class Losses:
         return out
 
 
+@dataclass
+class EncodedCells:
+    """A batch of cells through the cell-wise networks once, to score against any feature block."""
+
+    mean_z: torch.Tensor  # (B, K) posterior means of z_{c,1}
+    z_L: torch.Tensor  # (B, H) z_{c,L} of a sample of z_{c,1}; of its mean in the feature step
+    kl: torch.Tensor  # (B,) KL(q(z_c) || p(z_c))
+
+
+@dataclass
+class EncodedFeatures:
+    """A block of features through the feature-wise networks once, to score against any cells."""
+
+    mean_v: torch.Tensor  # (f_b, K) posterior means of v_{f,1}
+    v_L: torch.Tensor  # (f_b, H) v_{f,L} of a sample of v_{f,1}
+    kl: torch.Tensor  # (f_b,) KL(q(v_f) || p(v_f))
+
+
 class CellVAE(nn.Module):
     """The classic VAE of eq. 1-3, and siVAE's cell-wise half.
 
@@ -117,18 +135,27 @@ class CellVAE(nn.Module):
             var = self.log_var[idx].exp() + _MIN_VARIANCE  # (f_b,)
         return gaussian_nll(batch.target, mean, var)
 
-    def cell_terms(self, batch: Batch, v_L: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Encode, sample, decode: (mean_z, recon, kl_cells) for a batch, given v_{f,L}."""
-        mean_z, log_var_z = self.encoder(batch.x)
+    def encode_cells(self, x: torch.Tensor, phase: str = "cell") -> EncodedCells:
+        """Encode, sample, decode (eq. 1-2): what every feature block of these cells shares."""
+        mean_z, log_var_z = self.encoder(x)
         z_L = self.decoder(reparameterize(mean_z, log_var_z))  # (B, H)
-        nll = self.nll(z_L, v_L, batch)
+        return EncodedCells(mean_z=mean_z, z_L=z_L, kl=kl_standard_normal(mean_z, log_var_z))
+
+    def encode_features(self, feature_x: torch.Tensor | None, phase: str = "cell") -> None:
+        """A VAE has no feature-wise networks: its v_f are free weights, read in ``score``."""
+        return None
+
+    def score(self, batch: Batch, cells: EncodedCells, features: EncodedFeatures | None = None,
+              phase: str = "cell", *, v_L: torch.Tensor | None = None) -> Losses:
+        """The loss of ``batch``'s block given its cells already encoded (``loss`` = encode + score)."""
+        if v_L is None:
+            v_L = self.weight[batch.feature_idx]
+        nll = self.nll(cells.z_L, v_L, batch)
         scale = batch.n_features / nll.shape[1]  # features in the block -> all features
-        recon = scale * nll.sum(1).mean()
-        return mean_z, recon, kl_standard_normal(mean_z, log_var_z).mean()
+        return Losses(recon=scale * nll.sum(1).mean(), kl_cells=cells.kl.mean())
 
     def loss(self, batch: Batch, phase: str = "cell") -> Losses:
-        _, recon, kl_cells = self.cell_terms(batch, self.weight[batch.feature_idx])
-        return Losses(recon=recon, kl_cells=kl_cells)
+        return self.score(batch, self.encode_cells(batch.x), phase=phase)
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         return list(self.parameters())
@@ -153,16 +180,25 @@ class CellVAE(nn.Module):
         return torch.softmax(mean, dim=-1) if self.config.likelihood == "nb" else mean
 
     @torch.no_grad()
-    def generate(self, n_cells: int, v_L: torch.Tensor) -> torch.Tensor:
-        """Draw cells from the generative model: z ~ N(0, I), X ~ p(X | z) (scaled space).
+    def generate(
+        self, n_cells: int, v_L: torch.Tensor, library: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Draw cells from the generative model: z ~ N(0, I), X ~ p(X | z).
 
-        Gaussian likelihoods only; the features are those whose v_{f,L} is given.
+        Scaled values for the gaussian likelihood; counts for "nb", whose cells need their total
+        counts ``library`` (n_cells,). The features are those whose v_{f,L} is given.
         """
-        if self.config.likelihood != "gaussian":
-            raise NotImplementedError("generate() supports the gaussian likelihood only")
         z_L = self.decoder(torch.randn(n_cells, self.config.n_latent, device=v_L.device))
         idx = torch.arange(v_L.shape[0], device=v_L.device)
         mean = self.observation_mean(z_L, v_L, idx)
+        if self.config.likelihood == "nb":
+            if library is None or library.shape != (n_cells,):
+                raise ValueError(f"the nb likelihood needs library sizes of shape ({n_cells},)")
+            # eq. 15-17: rho = softmax(mean), m ~ Gamma(theta, theta / mu), x ~ Poisson(m)
+            mu = library[:, None].to(mean) * torch.softmax(mean, dim=-1)
+            theta = self.log_theta[idx].exp()
+            rate = torch.distributions.Gamma(theta, theta / mu.clamp_min(1e-8)).sample()
+            return torch.poisson(rate)
         if self.config.variance == "cell":
             var = F_.softplus(self.variance_head(z_L)) + _MIN_VARIANCE
         else:
@@ -200,20 +236,44 @@ class SIVAEModule(nn.Module):
     def loss(self, batch: Batch, phase: str = "joint") -> Losses:
         if phase == "cell":
             return self.cell.loss(batch)
-        mean_v, log_var_v = self.feature_encoder(batch.feature_x)
+        features = self.encode_features(batch.feature_x, phase)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and phase != "feature"):
+            cells = self.encode_cells(batch.x, phase)  # in step 2, step 1's fixed embedding
+        return self.score(batch, cells, features, phase)
+
+    def encode_cells(self, x: torch.Tensor, phase: str = "joint") -> EncodedCells:
+        """The cell-wise half once per batch; in step 2 at the posterior means, with no noise."""
+        if phase != "feature":
+            return self.cell.encode_cells(x)
+        mean_z, log_var_z = self.cell.encoder(x)
+        return EncodedCells(mean_z=mean_z, z_L=self.cell.decoder(mean_z),
+                            kl=kl_standard_normal(mean_z, log_var_z))
+
+    def encode_features(self, feature_x: torch.Tensor | None, phase: str = "joint") -> EncodedFeatures | None:
+        """Encode, sample, decode a block of features (eq. 10-12); None in step 1, which has free v_{f,L}."""
+        if phase == "cell":
+            return None
+        mean_v, log_var_v = self.feature_encoder(feature_x)
         v_L = self.feature_decoder(reparameterize(mean_v, log_var_v))  # (f_b, H)
-        kl_v = kl_standard_normal(mean_v, log_var_v)  # (f_b,)
+        return EncodedFeatures(mean_v=mean_v, v_L=v_L, kl=kl_standard_normal(mean_v, log_var_v))
+
+    def score(self, batch: Batch, cells: EncodedCells, features: EncodedFeatures | None = None,
+              phase: str = "joint") -> Losses:
+        """The loss of ``batch``'s block given its cells and features already encoded.
+
+        ``loss`` is encode + score; held-out evaluation encodes each batch of cells once and
+        scores every feature block against it (train.Trainer.evaluate).
+        """
+        if phase == "cell":
+            return self.cell.score(batch, cells)
         scale = batch.n_features / len(batch.feature_idx)  # features in the block -> all features
+        kl_features = scale * features.kl.sum() / batch.n_cells
         if phase == "feature":
-            losses = self._regress_free_weights(batch, v_L, kl_v, scale)
-            with torch.no_grad():
-                mean_z = self.cell.encoder(batch.x)[0]  # step 1's cell embedding, fixed
+            losses = self._regress_free_weights(batch, cells.z_L, features.v_L, scale)
         else:
-            mean_z, recon, kl_cells = self.cell.cell_terms(batch, v_L)
-            losses = Losses(
-                recon=recon, kl_cells=kl_cells, kl_features=scale * kl_v.sum() / batch.n_cells
-            )
-        losses.interpretability = self._interpretability(batch, mean_z, mean_v, scale)
+            losses = self.cell.score(batch, cells, v_L=features.v_L)
+        losses.kl_features = kl_features
+        losses.interpretability = self._interpretability(batch, cells.mean_z, features.mean_v, scale)
         return losses
 
     def _interpretability(
@@ -231,7 +291,7 @@ class SIVAEModule(nn.Module):
         return self.config.gamma * scale * 0.5 * residual.pow(2).sum(1).mean()
 
     def _regress_free_weights(
-        self, batch: Batch, v_L: torch.Tensor, kl_v: torch.Tensor, scale: float
+        self, batch: Batch, z_L: torch.Tensor, v_L: torch.Tensor, scale: float
     ) -> Losses:
         """Step 2: the feature-wise VAE learns to stand in for step 1's free v_{f,L}.
 
@@ -241,13 +301,12 @@ class SIVAEModule(nn.Module):
         directions keep their random initial values, which no network can predict and which do
         not affect the model. Scaled like the joint objective, so the two steps' losses compare.
         """
+        z_L = z_L.detach()  # (B, H) at step 1's posterior means
         with torch.no_grad():
-            z_L = self.cell.decoder(self.cell.encoder(batch.x)[0])  # (B, H)
             target = z_L @ self.cell.weight[batch.feature_idx].T  # (B, f_b)
         residual = z_L @ v_L.T - target
         recon = scale * 0.5 * residual.pow(2).sum(1).mean()
-        return Losses(recon=recon, kl_cells=torch.zeros((), device=recon.device),
-                      kl_features=scale * kl_v.sum() / batch.n_cells)
+        return Losses(recon=recon, kl_cells=torch.zeros((), device=recon.device))
 
     @torch.no_grad()
     def cell_embedding(self, x: torch.Tensor) -> torch.Tensor:
@@ -269,5 +328,7 @@ class SIVAEModule(nn.Module):
         return self.cell.predict(x, v_L, idx)
 
     @torch.no_grad()
-    def generate(self, n_cells: int, v_L: torch.Tensor) -> torch.Tensor:
-        return self.cell.generate(n_cells, v_L)
+    def generate(
+        self, n_cells: int, v_L: torch.Tensor, library: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.cell.generate(n_cells, v_L, library)

@@ -20,15 +20,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ._errors import InputError, TrainingDiverged
 from .checkpoint import CheckpointState, load_checkpoint, save_checkpoint
-from .data.loaders import BlockSampler, CellMatrix
+from .data.loaders import BlockSampler
 from .module import Batch, Losses
+from .train_config import PRETRAINING, TrainConfig, TrainingData, default_feature_batch
+
+__all__ = ["PRETRAINING", "PhaseRun", "TrainConfig", "Trainer", "TrainingData", "default_feature_batch",
+           "distributed_context"]
 
 
 _EVAL_FEATURE_BLOCK = 4096  # features per held-out loss evaluation step, at least
+# Held-out evaluation may cost at most this share of a training epoch's multiply-adds; where one
+# would cost more (many features, few training cells), it runs every few epochs instead.
+EVAL_BUDGET = 0.1
 
 
 def distributed_context() -> tuple[int, int] | None:
@@ -62,64 +70,6 @@ class _PhaseLoss(nn.Module):
         return self.module.loss(batch, phase)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a model is optimised. Epoch counts are passes over the training cells."""
-
-    max_epochs: int = 200
-    # Epoch limit of steps 1 and 2 (pre-training), each stopped early on its own; None: max_epochs,
-    # so step 1 converges as a VAE trained alone would and step 2 regresses converged weights.
-    # Against max_epochs // 4 on pbmc68k_reduced (K=2, 100 epochs) 15-NN accuracy moved by
-    # -1.5, +0.5 and +1.8 points for seeds 0, 2 and 3: no clear gain there, but no early cut-off.
-    pretrain_epochs: int | None = None
-    batch_size: int = 256
-    # Features scored per step; None: default_feature_batch's choice.
-    feature_batch_size: int | None = None
-    learning_rate: float = 1e-3
-    # L2 on weights, as Adam's coupled weight decay (the gradient of l2 * ||W||^2 / 2 per step).
-    l2: float = 1e-3
-    patience: int = 20
-    grad_clip: float = 5.0
-    checkpoint_every: int = 10
-    seed: int = 0
-
-    def epochs_for(self, phase: str, last: bool) -> int:
-        if last:
-            return self.max_epochs
-        return self.max_epochs if self.pretrain_epochs is None else self.pretrain_epochs
-
-
-def default_feature_batch(n_features: int, batch_size: int, *, feature_path: bool) -> int:
-    """Features scored per training step when the user does not choose: the one place this is decided.
-
-    A VAE scores a feature for B x H multiply-adds, so it takes all features up to 2,048 per
-    step. siVAE also runs each scored feature through the feature-wise networks (C_red x 1024 ...
-    1024: about 1.3M multiply-adds, what one cell costs the cell-wise networks), so it scores
-    about two features per cell in the batch, at least 512. This keeps a step near a VAE's cost
-    (benchmarks/train_speed.py) and matched the VAE's 15-NN accuracy on pbmc68k_reduced as
-    closely as scoring all 765 features did. Every loss term is rescaled, so any block size
-    estimates the full objective without bias. "nb" always scores every feature (eq. 15's
-    softmax runs over all of them).
-    """
-    block = max(512, 2 * batch_size) if feature_path else 2048
-    return min(block, n_features)
-
-
-@dataclass
-class TrainingData:
-    """What the trainer reads: encoder input for all cells, the split, and the feature input."""
-
-    cells: CellMatrix  # scaled values, all cells (training and held out)
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    feature_x: torch.Tensor | None = None  # (F, C_red) input of the feature-wise encoder
-    counts: CellMatrix | None = None  # raw counts, likelihood "nb" only
-
-    @property
-    def n_features(self) -> int:
-        return self.cells.n_features
-
-
 @dataclass
 class _Stopper:
     patience: int
@@ -128,14 +78,31 @@ class _Stopper:
     bad_epochs: int = 0
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
-    def update(self, loss: float, epoch: int, module: nn.Module) -> bool:
-        """Record the epoch's held-out loss; True when training should stop."""
+    def update(self, loss: float, epoch: int, module: nn.Module, epochs: int = 1) -> bool:
+        """Record the held-out loss of ``epochs`` epochs ending at ``epoch``; True: stop training."""
         if loss < self.best - 1e-4 * abs(self.best if math.isfinite(self.best) else 0.0):
             self.best, self.best_epoch, self.bad_epochs = loss, epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
             return False
-        self.bad_epochs += 1
+        self.bad_epochs += epochs
         return self.bad_epochs >= self.patience
+
+
+@dataclass
+class PhaseRun:
+    """One training step set up to run epochs: its optimiser, parameters and loss function."""
+
+    phase: str
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    loss_fn: Callable[[Batch, str], Losses]  # module.loss, or its DDP wrapper with several ranks
+
+
+def _count_flops(fn: Callable[[], Any]) -> int:
+    # counted from the operands' shapes, so every run and every rank gets the same number
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 class Trainer:
@@ -168,33 +135,85 @@ class Trainer:
             feature_batch_size=fbs, seed=config.seed, rank=self.rank, world_size=self.world_size,
         )
         self.history: list[dict[str, Any]] = []
+        # seconds of each epoch's parts: {"phase", "epoch", "train", "evaluate", "train_cpu",
+        # "evaluate_cpu"} (not in
+        # checkpoints, which keep only what a resumed run must reproduce)
+        self.timings: list[dict[str, Any]] = []
         self.library = None if data.counts is None else torch.from_numpy(data.counts.row_sums())
+        self._trainable: dict[int, bool] | None = None
 
     # -- batches --------------------------------------------------------------------------------
     def _batch(self, cell_idx: np.ndarray | None, feature_idx: np.ndarray) -> Batch:
-        dev = self.device
-        fidx = torch.from_numpy(np.asarray(feature_idx, dtype=np.int64)).to(dev)
-        feature_x = None if self.data.feature_x is None else self.data.feature_x[fidx.cpu()].to(dev)
-        x = target = library = None
-        if cell_idx is not None:
-            x = self.data.cells.rows(cell_idx).to(dev)
-            if self.data.counts is not None:
-                target = self.data.counts.rows(cell_idx)[:, fidx.cpu()].to(dev)
-                library = self.library[torch.from_numpy(cell_idx)].to(dev)
-            else:
-                target = x if self.sampler.all_features else x[:, fidx]
+        return self._block(self._cell_rows(cell_idx), feature_idx)
+
+    def _cell_rows(self, cell_idx: np.ndarray | None) -> tuple[torch.Tensor | None, ...]:
+        # (x, counts, library) of a batch of cells on the device, read once for every block
+        if cell_idx is None:
+            return None, None, None
+        x = self.data.cells.rows(cell_idx).to(self.device)
+        if self.data.counts is None:
+            return x, None, None
+        counts = self.data.counts.rows(cell_idx)
+        return x, counts, self.library[torch.from_numpy(cell_idx)].to(self.device)
+
+    def _block(self, rows: tuple[torch.Tensor | None, ...], feature_idx: np.ndarray) -> Batch:
+        x, counts, library = rows
+        fidx = torch.from_numpy(np.asarray(feature_idx, dtype=np.int64))
+        feature_x = None if self.data.feature_x is None else self.data.feature_x[fidx].to(self.device)
+        target = None
+        if counts is not None:
+            target = counts[:, fidx].to(self.device)
+        elif x is not None:
+            target = x if len(fidx) == self.data.n_features else x[:, fidx.to(self.device)]
         return Batch(
-            x=x, target=target, feature_idx=fidx, feature_x=feature_x,
+            x=x, target=target, feature_idx=fidx.to(self.device), feature_x=feature_x,
             n_cells=len(self.data.train_idx), n_features=self.data.n_features, library=library,
         )
 
     # -- one epoch, one evaluation ----------------------------------------------------------------
+    def begin_phase(self, phase: str) -> PhaseRun:
+        """Set up training step ``phase``: only its parameters train, under a fresh Adam.
+
+        ``fit`` runs every step through ``begin_phase`` and ``train_epoch``, and benchmarks time
+        epochs the same way. ``end_training`` gives the other parameters back their requires_grad.
+        """
+        if self._trainable is None:
+            self._trainable = {id(p): p.requires_grad for p in self.module.parameters()}
+        self._train_only(phase, self._trainable)
+        optimizer, params = self._optimizer(phase)
+        return PhaseRun(phase=phase, optimizer=optimizer, params=params, loss_fn=self._loss_fn())
+
+    def end_training(self) -> None:
+        """Undo ``begin_phase``'s freezing: every parameter's requires_grad as before training."""
+        if self._trainable is not None:
+            for p in self.module.parameters():
+                p.requires_grad_(self._trainable[id(p)])
+        self._trainable = None
+
+    def train_epoch(self, run: PhaseRun, max_steps: int | None = None) -> dict[str, float]:
+        """One pass over this rank's training batches of ``run.phase`` (its first ``max_steps``).
+
+        Returns
+        -------
+        The mean of each loss term over the epoch's steps (over all ranks), and ``"seconds"``: the
+        epoch's wall time, batch assembly, forward, backward and optimiser steps included.
+        """
+        t0 = time.perf_counter()
+        losses = self._train_epoch(run.phase, run.optimizer, run.params, run.loss_fn, max_steps)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return {**losses, "seconds": time.perf_counter() - t0}
+
     def _train_epoch(self, phase: str, optimizer: torch.optim.Optimizer, params: list,
-                     loss_fn: Callable[[Batch, str], Losses]) -> dict:
+                     loss_fn: Callable[[Batch, str], Losses], max_steps: int | None = None) -> dict:
         self.module.train()
         sums: dict[str, float] = {}
         n = 0
+        # the sampler draws the whole epoch's order up front, so stopping early leaves its
+        # generator where a whole epoch would (a resumed run continues the same sequence)
         for cell_idx, feature_idx in self.sampler.epoch():
+            if max_steps is not None and n >= max_steps:
+                break
             losses: Losses = loss_fn(self._batch(cell_idx, feature_idx), phase)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
@@ -210,34 +229,84 @@ class Trainer:
             sums = dict(zip(keys, totals))
         return {k: v / max(n, 1) for k, v in sums.items()}
 
+    def _eval_blocks(self) -> list[np.ndarray]:
+        # Blocks only bound memory here: every feature is scored against each encoded batch.
+        fbs = max(self.sampler.feature_batch_size, _EVAL_FEATURE_BLOCK)
+        n_features = self.data.n_features
+        return [np.arange(s, min(s + fbs, n_features)) for s in range(0, n_features, fbs)]
+
+    def _val_batches(self) -> list[np.ndarray]:
+        # this rank's batches of held-out cells
+        val = self.data.val_idx
+        batches = [val[s : s + self.config.batch_size] for s in range(0, len(val), self.config.batch_size)]
+        return batches[self.rank :: self.world_size]
+
+    def _encode_features(self, block: np.ndarray, phase: str) -> Any:
+        feature_x = None if self.data.feature_x is None else self.data.feature_x[block].to(self.device)
+        return self.module.encode_features(feature_x, phase)
+
     @torch.no_grad()
     def evaluate(self, phase: str) -> float:
         """Held-out loss of the phase, with a fixed noise seed so epochs compare fairly.
 
-        In a process group each rank scores every world_size-th batch of held-out cells and the
-        sums are all-reduced, so every rank returns the same loss (and stops at the same epoch).
+        Each feature block passes the feature-wise networks once per evaluation and each batch of
+        held-out cells passes the cell-wise networks once; ``module.score`` then scores every
+        (batch, block) pair. In a process group each rank scores every world_size-th batch of
+        held-out cells and the sums are all-reduced, so every rank returns the same loss (and
+        stops at the same epoch).
         """
         self.module.eval()
-        with torch.random.fork_rng(devices=[]):
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.config.seed + 1)
-            n_features = self.data.n_features
-            # Blocks only bound memory here: every feature is scored, and each block re-runs the
-            # cell encoder, so take larger blocks than training does (benchmarks/train_speed.py,
-            # 28k features: 67 s per evaluation in blocks of 512, 21 s in blocks of 2,048).
-            fbs = max(self.sampler.feature_batch_size, _EVAL_FEATURE_BLOCK)
-            blocks = [np.arange(s, min(s + fbs, n_features)) for s in range(0, n_features, fbs)]
+            blocks = self._eval_blocks()
+            features = [self._encode_features(block, phase) for block in blocks]  # (F, H) in all
             total, weight = 0.0, 0
-            val_batches = [self.data.val_idx[s : s + self.config.batch_size]
-                           for s in range(0, len(self.data.val_idx), self.config.batch_size)]
-            for cells in val_batches[self.rank :: self.world_size]:
-                for block in blocks:
+            for cells in self._val_batches():
+                rows = self._cell_rows(cells)
+                encoded = self.module.encode_cells(rows[0], phase)
+                for block, encoded_block in zip(blocks, features):
+                    loss = self.module.score(self._block(rows, block), encoded, encoded_block, phase)
                     # each block's loss already estimates all features: weight it by its share
-                    loss = self.module.loss(self._batch(cells, block), phase).total.item()
-                    total += loss * len(cells) * len(block) / n_features
+                    total += loss.total.item() * len(cells) * len(block) / self.data.n_features
                 weight += len(cells)
         if self.world_size > 1:
             total, weight = _all_reduce_sum([total, weight], self.device)
         return total / max(weight, 1)
+
+    @torch.no_grad()
+    def eval_interval(self, phase: str) -> int:
+        """Epochs between held-out evaluations of ``phase``: 1 unless one costs over ``EVAL_BUDGET``.
+
+        An evaluation scores every feature of every held-out cell, a training epoch a block of
+        features per batch of training cells, so with many features and few training cells (e.g.
+        240k features x 8k cells) an evaluation can cost a sizeable share of an epoch. Costs are
+        multiply-adds counted from a few cells' and features' shapes (torch's FlopCounterMode: per
+        cell encoded, per feature encoded, per cell x feature scored; a training step counts 3x
+        its forward pass), not timed, so every run and every rank picks the same interval. The
+        last epoch of a phase is always evaluated, and patience stays counted in epochs.
+        """
+        few = 4  # the counts are linear in cells and in features: a few of each tell the rate
+        cells = self.data.train_idx[:few]  # the same on every rank, so all ranks agree
+        features = np.arange(min(few, self.data.n_features))
+        if len(self.data.val_idx) == 0 or len(cells) == 0:
+            return 1
+        self.module.eval()
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+            rows = self._cell_rows(cells)
+            encoded = self.module.encode_cells(rows[0], phase)
+            per_cell = _count_flops(lambda: self.module.encode_cells(rows[0], phase)) / len(cells)
+            encoded_features = self._encode_features(features, phase)
+            per_feature = _count_flops(lambda: self._encode_features(features, phase)) / len(features)
+            per_pair = _count_flops(lambda: self.module.score(
+                self._block(rows, features), encoded, encoded_features, phase)) / (len(cells) * len(features))
+        batch, block = self.config.batch_size, self.sampler.feature_batch_size
+        step = 3 * (batch * per_cell + block * per_feature + batch * block * per_pair)
+        epoch = step * self.sampler.steps_per_epoch()
+        # this rank's share: the held-out cells are split between ranks, the features are not
+        n_val, n_features = len(self.data.val_idx) / self.world_size, self.data.n_features
+        evaluation = n_val * per_cell + n_features * per_feature + n_val * n_features * per_pair
+        return max(1, math.ceil(evaluation / (EVAL_BUDGET * max(epoch, 1))))
 
     # -- the whole run --------------------------------------------------------------------------
     def _optimizer(self, phase: str) -> tuple[torch.optim.Optimizer, list]:
@@ -248,7 +317,10 @@ class Trainer:
             {"params": decay, "weight_decay": 2.0 * self.config.l2},
             {"params": rest, "weight_decay": 0.0},
         ]
-        return torch.optim.Adam(groups, lr=self.config.learning_rate), params
+        # the fused kernel: one pass over each tensor instead of a dozen (7x faster on a CPU at
+        # these sizes, ~15% of a training step), and the same update rule
+        fused = self.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(groups, lr=self.config.learning_rate, fused=fused), params
 
     def _train_only(self, phase: str, trainable: dict[int, bool]) -> None:
         # DDP registers the parameters that require grad when it is built: exactly this phase's
@@ -312,8 +384,54 @@ class Trainer:
         self.history = state.history
         return state
 
+    def _plan(self, i: int) -> tuple[int, int | None, bool]:
+        """Phase ``i``'s (epochs, steps of its last epoch or None for a whole one, budgeted?)."""
+        last = i == len(self.module.phases) - 1
+        n_epochs = self.config.epochs_for(self.module.phases[i], last)
+        if last or self.config.pretraining != "budget":
+            return n_epochs, None, False
+        per_epoch = self.sampler.steps_per_epoch()
+        budget = self.config.pretrain_budget()
+        steps = 0 if budget <= 0 else max(1, round(budget * per_epoch))
+        n_epochs = -(-steps // per_epoch)
+        return n_epochs, steps - (n_epochs - 1) * per_epoch, True
+
+    def _converged(self, phase: str, loss: float) -> bool:
+        # budgeted pre-training stops once an epoch lowers the training loss by less than the
+        # tolerance; read from the history, so a resumed run decides as the uninterrupted one
+        previous = [h["total"] for h in self.history if h["phase"] == phase]
+        return bool(previous) and previous[-1] - loss < self.config.pretrain_tolerance * abs(previous[-1])
+
+    def _epoch(self, run: PhaseRun, epoch: int, n_epochs: int, last_steps: int | None,
+               budgeted: bool, every: int, stopper: _Stopper) -> bool:
+        """Train one epoch, evaluate when due, record it; True when the phase should stop."""
+        phase = run.phase
+        c0 = time.process_time()
+        train = self.train_epoch(run, max_steps=last_steps if epoch == n_epochs - 1 else None)
+        train_seconds = train.pop("seconds")
+        t0, c1 = time.perf_counter(), time.process_time()
+        val, stop = math.nan, False
+        if (epoch + 1) % every == 0 or epoch == n_epochs - 1:
+            val = self.evaluate(phase)  # in budgeted pre-training for the record only
+            if not budgeted:
+                stop = stopper.update(val, epoch, self.module, epochs=(epoch % every) + 1)
+        if budgeted:
+            stop = self._converged(phase, train["total"])
+        eval_seconds = time.perf_counter() - t0
+        # wall seconds, and this process's CPU seconds (steadier where other jobs share the machine)
+        self.timings.append({"phase": phase, "epoch": epoch, "train": train_seconds, "evaluate": eval_seconds,
+                             "train_cpu": c1 - c0, "evaluate_cpu": time.process_time() - c1})
+        self.history.append({"phase": phase, "epoch": epoch, "val": val,
+                             "seconds": train_seconds + eval_seconds, **train})
+        return stop
+
     def fit(self, *, checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
-        """Train every phase; returns the per-epoch history (also kept in ``self.history``)."""
+        """Train every phase; returns the per-epoch history (also kept in ``self.history``).
+
+        An epoch's ``"val"`` is NaN where it was not evaluated (between evaluations, see
+        ``eval_interval``); ``self.timings`` holds each epoch's
+        seconds of training and of held-out evaluation.
+        """
         torch.manual_seed(self.config.seed + self.rank)  # each rank its own noise; rank 0 as when alone
         phases = list(self.module.phases)
         start = {"phase": 0, "epoch": 0}
@@ -321,18 +439,16 @@ class Trainer:
         if resume:
             restored = self._restore(checkpoint_dir)
             start = restored.position
-        total = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases))
-        done = sum(self.config.epochs_for(p, i == len(phases) - 1) for i, p in enumerate(phases[: start["phase"]])) + start["epoch"]
-        bar = tqdm(total=total, initial=done, disable=not self.progress or self.rank != 0, unit="epoch",
-                   dynamic_ncols=True)
-        trainable = {id(p): p.requires_grad for p in self.module.parameters()}
+        planned = [self._plan(i)[0] for i in range(len(phases))]
+        bar = tqdm(total=sum(planned), initial=sum(planned[: start["phase"]]) + start["epoch"],
+                   disable=not self.progress or self.rank != 0, unit="epoch", dynamic_ncols=True)
         try:
             for i in range(start["phase"], len(phases)):
                 phase = phases[i]
-                n_epochs = self.config.epochs_for(phase, i == len(phases) - 1)
-                self._train_only(phase, trainable)
-                optimizer, params = self._optimizer(phase)
-                loss_fn = self._loss_fn()
+                n_epochs, last_steps, budgeted = self._plan(i)
+                run = self.begin_phase(phase)
+                optimizer = run.optimizer
+                every = self.eval_interval(phase)
                 stopper = _Stopper(self.config.patience)
                 first = 0
                 # a checkpoint at a phase's end holds that phase's optimiser: start the next afresh
@@ -343,18 +459,14 @@ class Trainer:
                     first = start["epoch"]
                     restored = None
                 for epoch in range(first, n_epochs):
-                    t0 = time.perf_counter()
-                    train = self._train_epoch(phase, optimizer, params, loss_fn)
-                    if not math.isfinite(train["total"]):  # before any checkpoint: the last good one stays
+                    stop = self._epoch(run, epoch, n_epochs, last_steps, budgeted, every, stopper)
+                    h = self.history[-1]
+                    if not math.isfinite(h["total"]):  # before any checkpoint: the last good one stays
                         raise TrainingDiverged(
                             f"training diverged in the {phase} step at epoch {epoch} (the loss is not finite); "
                             "nothing was written and the last checkpoint is kept: lower learning_rate or gamma")
-                    val = self.evaluate(phase)
-                    stop = stopper.update(val, epoch, self.module)
-                    self.history.append({"phase": phase, "epoch": epoch, "val": val,
-                                         "seconds": time.perf_counter() - t0, **train})
                     bar.set_description(phase)
-                    bar.set_postfix(loss=f"{train['total']:.4g}", val=f"{val:.4g}", refresh=False)
+                    bar.set_postfix(loss=f"{h['total']:.4g}", val=f"{h['val']:.4g}", refresh=False)
                     bar.update(1)
                     last_epoch = stop or epoch == n_epochs - 1
                     if last_epoch and stopper.best_state is not None:
@@ -365,9 +477,8 @@ class Trainer:
                     if stop:
                         bar.update(n_epochs - epoch - 1)
                         break
-                del loss_fn  # a DDP wrapper's gradient hooks must not outlive its phase
+                del run  # a DDP wrapper's gradient hooks must not outlive its phase
         finally:
             bar.close()
-            for p in self.module.parameters():
-                p.requires_grad_(trainable[id(p)])
+            self.end_training()
         return self.history
