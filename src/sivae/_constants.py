@@ -40,6 +40,25 @@ class _Keys:
     # .var / .uns: ground truth and parameters of sivae.data.simulate.simulate_large
     PROGRAM: str = "program"
     SIMULATE_LARGE: str = "simulate_large"
+    # .varp: gene networks of sivae.tl.grn, "<GRN>_<method>" (genes x genes edge weights)
+    GRN: str = "sivae_grn"
+    # .var: ground-truth centrality of sivae.tl.centrality_ground_truth (mean PVE of the others)
+    GROUND_TRUTH_CENTRALITY: str = "sivae_ground_truth_centrality"
+    # .var: bootstrap rank of the centrality and its interval (sivae.tl.centrality_ci; 1 = top)
+    CENTRALITY_RANK: str = "sivae_centrality_rank"
+    CENTRALITY_RANK_LOW: str = "sivae_centrality_rank_low"
+    CENTRALITY_RANK_HIGH: str = "sivae_centrality_rank_high"
+    # .uns: sivae.tl.compare_neighborhoods (query genes, PVE per method, overlap matrices)
+    NEIGHBORHOODS: str = "sivae_neighborhoods"
+    # .uns: sivae.tl.cross_validate, one row per fold (fold, n_train, n_test, k, accuracy, seconds)
+    CROSS_VALIDATION: str = "sivae_cross_validation"
+    # .varm: summarised attributions (sivae.tl.summarize_attributions), "<ATTRIBUTION>_<method>",
+    # features x K; .uns["<ATTRIBUTION>_<method>"]: how they were computed (sivae attribute)
+    ATTRIBUTION: str = "sivae_attribution"
+    # .varm: summarised Gene Relevance partials, features x dims (sivae.tl.gene_relevance)
+    GENE_RELEVANCE: str = "sivae_gene_relevance"
+    # .uns: sivae.tl.agreement, per-dimension |Spearman| of each pair of interpretations
+    AGREEMENT: str = "sivae_agreement"
 
 
 KEYS = _Keys()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sivae._errors import InputError
 
-from . import data, embed, fit
+from . import data, embed, fit, interpret, networks, report
 
 _EXIT_BAD_INPUT = 2
 # errors that mean "the input or a path is wrong": one line, no traceback
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"sivae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{fit,embed,demo,simulate-large}")
-    for commands in (fit, embed, data):
+                                metavar="{fit,embed,demo,simulate-large,hubs,neighbors,grn,attribute,report}")
+    for commands in (fit, embed, data, networks, interpret, report):
         commands.add_parsers(sub)
     return parser

@@ -9,3 +9,13 @@ from __future__ import annotations
 from .embeddings import cell_embedding, centrality, feature_embedding, save
 
 __all__ = ["cell_embedding", "centrality", "feature_embedding", "save"]
+
+# interpretation (issue 16): agreement heatmaps (Fig. 3a), loadings as images (Fig. 3c)
+from .interpretation import agreement, loadings_image
+
+__all__ += ["agreement", "loadings_image"]
+
+# gene networks (issue 15): centrality vs ground truth (Fig. 5a-b), neighbourhoods (Fig. 5c-e)
+from .networks import centrality_truth, cumulative_truth, neighborhood_pve, overlap
+
+__all__ += ["centrality_truth", "cumulative_truth", "neighborhood_pve", "overlap"]

@@ -1,9 +1,15 @@
-"""Gene hubs from a trained model: the features it reconstructs best (paper, Methods)."""
+"""Gene hubs from a trained model: the features it reconstructs best (paper, Methods); degree
+centrality of an inferred network; and how stable a model's hub ranking is (bootstrap over cells).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 
 from sivae._constants import KEYS
@@ -42,3 +48,152 @@ def hubs(adata: AnnData, *, n: int = 20, key: str = KEYS.CENTRALITY) -> pd.Serie
         raise InputError(f"adata.var[{key!r}] holds no numeric values; run model.train() first")
     ranked = scores.dropna().sort_values(ascending=False, kind="stable")
     return ranked.iloc[: int(n)].rename(key)
+
+
+def degree_centrality(weights: Any, *, names: Any = None) -> pd.Series:
+    """Degree centrality of a weighted network: each gene's mean edge weight to all other genes.
+
+    The paper's centrality for GRN methods (Methods, "Estimating gene centrality using GCN
+    inference methods"). A directed network (GRNBoost2) is first made symmetric by keeping the
+    larger weight of i -> j and j -> i.
+
+    Parameters
+    ----------
+    weights
+        Genes x genes matrix (a DataFrame from ``sivae.tl.grn``, or an array).
+    names
+        Gene names for an array; a DataFrame's index otherwise.
+
+    Returns
+    -------
+    pandas.Series
+        Mean weight per gene, indexed by gene name, named "degree_centrality".
+    """
+    if isinstance(weights, pd.DataFrame):
+        names = weights.index if names is None else names
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"weights must be a numeric genes x genes matrix; got {type(weights).__name__}") from err
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 2:
+        raise InputError(f"weights must be a square genes x genes matrix with at least 2 genes; got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise InputError("weights hold NaN or infinite values; fix the network first")
+    n = w.shape[0]
+    w = np.maximum(w, w.T)
+    degree = (w.sum(1) - np.diag(w)) / (n - 1)
+    index = pd.Index(np.asarray(names, dtype=str)) if names is not None else pd.RangeIndex(n)
+    if len(index) != n:
+        raise InputError(f"names has {len(index)} entries but the network has {n} genes")
+    return pd.Series(degree, index=index, name="degree_centrality")
+
+
+def centrality_ci(
+    model: Any,
+    adata: AnnData | None = None,
+    *,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Bootstrap over cells of siVAE's centrality ranks, without retraining: which hubs are stable.
+
+    The reconstruction of every cell is computed once; each replicate reweights the cells with
+    independent Poisson(1) counts (the Poisson bootstrap, which streams over cells in chunks and
+    so needs memory for n_boot x genes only) and recomputes each gene's 1 - MSE / variance and its
+    rank. The interval is the central ``level`` range of the replicates' ranks.
+
+    Parameters
+    ----------
+    model
+        A trained model (``sivae.SIVAE``, ``VAE`` or ``LDVAE``).
+    adata
+        Cells to score (the model's features, preprocessed like its training data); default the
+        model's own training cells, as ``adata.var["sivae_centrality"]`` was computed.
+    n_boot
+        Bootstrap replicates.
+    level
+        Coverage of the rank interval.
+    seed
+        Seed of the replicate weights.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per gene (indexed by the model's features): ``centrality`` (on all the cells scored),
+        ``rank`` (1 = most central), ``rank_low`` and ``rank_high`` (the interval). The ranks
+        are also written to ``var["sivae_centrality_rank"]``, ``var["sivae_centrality_rank_low"]``
+        and ``var["sivae_centrality_rank_high"]`` of ``adata`` (or of the model's AnnData).
+    """
+    if not getattr(model, "is_trained", False):
+        raise InputError("centrality_ci needs a trained model; call model.train() first")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
+        raise InputError(f"n_boot must be an integer >= 2; got {n_boot!r}")
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1); got {level!r}")
+    rng = np.random.default_rng(seed)
+    n_genes = len(model.feature_names)
+    full = np.zeros((3, n_genes))  # sse, sum, sum of squares on all cells
+    boot = np.zeros((3, n_boot, n_genes))
+    n_cells, boot_n = 0, np.zeros((n_boot, 1))
+    for truth, pred in _reconstructions(model, adata):
+        terms = torch.stack([(truth - pred).pow(2), truth, truth.pow(2)]).double().cpu().numpy()  # (3, B, F)
+        weights = rng.poisson(1.0, size=(n_boot, truth.shape[0])).astype(np.float64)  # (n_boot, B)
+        full += terms.sum(1)
+        boot += np.einsum("rb,tbf->trf", weights, terms)
+        n_cells += truth.shape[0]
+        boot_n += weights.sum(1, keepdims=True)
+    centrality = _accuracy(full[:, None], np.array([[n_cells]], dtype=np.float64))[0]
+    ranks = _ranks(_accuracy(boot, boot_n))  # (n_boot, F)
+    tail = 100 * (1 - level) / 2
+    result = pd.DataFrame({
+        "centrality": centrality,
+        "rank": _ranks(centrality[None])[0],
+        "rank_low": np.percentile(ranks, tail, axis=0, method="lower"),
+        "rank_high": np.percentile(ranks, 100 - tail, axis=0, method="higher"),
+    }, index=pd.Index(model.feature_names))
+    target = model.adata if adata is None else adata
+    for column, key in (("rank", KEYS.CENTRALITY_RANK), ("rank_low", KEYS.CENTRALITY_RANK_LOW),
+                        ("rank_high", KEYS.CENTRALITY_RANK_HIGH)):
+        target.var[key] = result[column].reindex(target.var_names).to_numpy()
+    return result
+
+
+def _accuracy(terms: np.ndarray, n: np.ndarray) -> np.ndarray:
+    # 1 - MSE / variance from (sse, sum, sum of squares), each (R, F), with n (R, 1) cells
+    sse, s1, s2 = terms
+    n = np.maximum(n, 1.0)
+    var = np.maximum(s2 / n - (s1 / n) ** 2, 1e-12)
+    return 1.0 - (sse / n) / var
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    # rank 1 = highest score, per row
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None].repeat(len(scores), 0), axis=1)
+    return ranks
+
+
+@torch.no_grad()
+def _reconstructions(model: Any, adata: AnnData | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    # (truth, prediction) per chunk of cells, in the space the model's centrality is measured in
+    from sivae.data.loaders import CellMatrix
+
+    nb = model.config.likelihood == "nb"
+    if adata is None:
+        model._need_data("centrality_ci() without cells")
+        rows, cells = model.train_idx, model.cells
+        counts = CellMatrix(model.adata.layers[KEYS.COUNTS]) if nb else None
+    else:
+        cells, rows = model._other_cells(adata), np.arange(adata.n_obs)
+        counts = CellMatrix(adata[:, model.feature_names].layers[KEYS.COUNTS]) if nb else None
+    v_L = model._decoded_features()
+    idx = torch.arange(v_L.shape[0], device=model.device)
+    for chunk, x in model._chunks(cells, rows):
+        pred = model.module.predict(x, v_L, idx)
+        if counts is None:
+            yield x, pred
+        else:  # "nb": compare in log1p(TP10K) space, as get_reconstruction_accuracy does
+            raw = counts.rows(chunk).to(model.device)
+            yield torch.log1p(raw / raw.sum(1, keepdim=True).clamp_min(1.0) * 1e4), torch.log1p(pred * 1e4)

@@ -1,0 +1,110 @@
+"""``sivae hubs``, ``sivae neighbors`` and ``sivae grn``: gene hubs and neighbourhoods from a fitted
+h5ad, and a gene network inferred from cells (CLR, MRNET, ARACNE, GRNBoost2) as an edge list.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sivae._constants import KEYS
+from sivae._errors import InputError
+from sivae._files import atomic_file, check_destination
+
+from ._args import _check_input, _positive_int
+
+
+def add_parsers(sub: Any) -> None:
+    from sivae.tl.grn import METHODS
+
+    p = sub.add_parser("hubs", help="the most central genes of a fitted h5ad",
+                       description=f"Print the genes with the highest var[{KEYS.CENTRALITY!r}] "
+                       "(per-gene reconstruction accuracy) of an h5ad written by `sivae fit`.")
+    p.add_argument("input", metavar="OUT.h5ad", help="h5ad written by `sivae fit`")
+    p.add_argument("--top", type=_positive_int, default=20, help="how many genes (default 20)")
+    p.add_argument("--key", default=KEYS.CENTRALITY, help=f"var column to rank by (default {KEYS.CENTRALITY})")
+    p.set_defaults(run=run_hubs)
+
+    p = sub.add_parser("neighbors", help="a gene's nearest genes in the loading space (siVAE-Euc)",
+                       description=f"Print the k genes nearest GENE in varm[{KEYS.LOADINGS!r}] "
+                       "(Euclidean) of an h5ad written by `sivae fit`.")
+    p.add_argument("input", metavar="OUT.h5ad", help="h5ad written by `sivae fit`")
+    p.add_argument("--gene", required=True, help="query gene, a name in var_names")
+    p.add_argument("--k", type=_positive_int, default=20, help="number of neighbours (default 20)")
+    p.add_argument("--key", default=KEYS.LOADINGS, help=f"varm embedding (default {KEYS.LOADINGS})")
+    p.set_defaults(run=run_neighbors)
+
+    p = sub.add_parser("grn", help="infer a gene network from cells, written as an edge list",
+                       description="Infer a gene network from the cells of IN (adata.X, or --layer) "
+                       "and write its edges, strongest first, as CSV: source,target,weight "
+                       "(undirected methods list each pair once).")
+    p.add_argument("input", metavar="IN.h5ad", help="cells x genes h5ad (preprocessed)")
+    p.add_argument("--method", choices=METHODS, default="clr", help="network method (default clr)")
+    p.add_argument("-o", "--output", metavar="NET.csv", required=True, help="CSV edge list to write")
+    p.add_argument("--top", type=_positive_int, metavar="N", help="write only the N strongest edges")
+    p.add_argument("--layer", help="read adata.layers[LAYER] instead of adata.X")
+    p.add_argument("--n-jobs", type=int, default=1, help="grnboost2: parallel jobs over targets")
+    p.add_argument("--seed", type=int, default=0, help="grnboost2: seed of the trees (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite NET.csv")
+    p.set_defaults(run=run_grn)
+
+
+def _read(path: str) -> Any:
+    from sivae import read
+
+    return read(_check_input(path))
+
+
+def run_hubs(args: argparse.Namespace) -> int:
+    """Print rank, gene and centrality of the top genes."""
+    from sivae.tl import hubs
+
+    ranked = hubs(_read(args.input), n=args.top, key=args.key)
+    print(f"rank\tgene\t{args.key}")
+    for rank, (gene, value) in enumerate(ranked.items(), start=1):
+        print(f"{rank}\t{gene}\t{value:.4f}")
+    return 0
+
+
+def run_neighbors(args: argparse.Namespace) -> int:
+    """Print the neighbours of one gene, nearest first, with their distances."""
+    from sivae.tl import neighbors
+
+    near = neighbors(_read(args.input), gene=args.gene, k=args.k, key=args.key)
+    print("rank\tgene\tdistance")
+    for rank, (gene, value) in enumerate(near.items(), start=1):
+        print(f"{rank}\t{gene}\t{value:.4f}")
+    return 0
+
+
+def run_grn(args: argparse.Namespace) -> int:
+    """Infer the network and write its edge list atomically."""
+    from sivae.tl import grn
+
+    if not args.output.lower().endswith(".csv"):
+        raise InputError(f"output {args.output!r} must end in .csv")
+    source = _check_input(args.input)
+    out = check_destination(args.output, what="output", overwrite=args.force, inputs=[source])
+    options = {"n_jobs": args.n_jobs, "seed": args.seed} if args.method == "grnboost2" else {}
+    weights = grn(_read(args.input), method=args.method, layer=args.layer, **options)
+    edges = edge_list(weights, directed=args.method == "grnboost2", top=args.top)
+    with atomic_file(out, overwrite=args.force) as tmp:
+        edges.to_csv(tmp, index=False)
+    print(f"wrote {out}: {len(edges):,} {args.method} edges between {weights.shape[0]:,} genes")
+    return 0
+
+
+def edge_list(weights: pd.DataFrame, *, directed: bool, top: int | None = None) -> pd.DataFrame:
+    """Nonzero edges of a weight matrix as source, target, weight; strongest first."""
+    w = weights.to_numpy()
+    if directed:
+        rows, cols = np.nonzero(w)
+    else:
+        rows, cols = np.nonzero(np.triu(w, k=1))
+    values = w[rows, cols]
+    order = np.argsort(-values, kind="stable")[:top]
+    names = weights.index.to_numpy(dtype=str)
+    return pd.DataFrame({"source": names[rows[order]], "target": names[cols[order]], "weight": values[order]})

@@ -1,0 +1,163 @@
+"""Ground-truth gene centrality (paper, Methods): how much of all other genes one gene predicts.
+
+Per query gene q, a small network maps x_q to every other gene; q's ground-truth centrality is the
+percentage of variance explained (PVE), 1 - Var(x_g - x_hat_g) / Var(x_g), averaged over the other
+genes g. All F networks train at once as one grouped model (see _grouped.py).
+
+Cost. The paper's networks (1 -> 128-512-1024 -> F) hold about 0.6M + 1024 F weights each, 2.6M
+per gene at F = 2,000, so 2,000 of them need 20 GB and ~10^13 multiply-adds per epoch of 10,000
+cells. Two choices make it minutes instead: smaller hidden layers (default 32-16; a network with
+one input only has to learn a 1-D curve per output), and targets compressed to the other genes'
+top ``n_components`` principal components (default 64): the squared error on all F genes of a
+prediction P V^T, V the top components, is the error on the components plus a constant, so the
+networks train on (G, B, 64) targets rather than (G, B, F). The PVE is then measured on every
+gene, excluding q, on held-out cells: F x (cells x F x n_components) multiply-adds, chunked.
+Measured on 2 CPU cores: see benchmarks/networks.py (pbmc3k, 2,000 genes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from sivae._constants import KEYS
+from sivae._errors import InputError
+
+from ._grouped import _MIN_VAR, GroupedMLP, split_cells, standardise, train_grouped
+
+_EVAL_BYTES = 128 * 2**20  # one (queries x cells x genes) block of held-out predictions
+
+
+def centrality_ground_truth(
+    adata: AnnData,
+    *,
+    hidden: Sequence[int] = (32, 16),
+    n_components: int | None = 64,
+    epochs: int = 10,
+    batch_size: int = 256,
+    learning_rate: float = 1e-2,
+    holdout_fraction: float = 0.2,
+    max_cells: int | None = 10_000,
+    layer: str | None = None,
+    seed: int = 0,
+    key_added: str = KEYS.GROUND_TRUTH_CENTRALITY,
+) -> pd.Series:
+    """Per gene, the mean PVE of all other genes predicted from it by a small network.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, scaled (e.g. by ``sivae.pp.preprocess``); reads ``adata.X`` or
+        ``adata.layers[layer]``.
+    hidden
+        Hidden widths of each gene's network (the paper's: 128, 512, 1024, at ~200x the cost).
+    n_components
+        Principal components of the genes the networks are trained to predict; None: all genes.
+    epochs, batch_size, learning_rate
+        Adam on the training cells.
+    holdout_fraction
+        Cells held out (seeded) on which the PVE is measured.
+    max_cells
+        At most this many cells (a seeded sample) are used; None: all.
+    seed
+        Seed of the split, the sample and the networks.
+    key_added
+        Column of ``adata.var`` the result is written to.
+
+    Returns
+    -------
+    pandas.Series
+        Ground-truth centrality per gene (indexed by ``adata.var_names``), also written to
+        ``adata.var[key_added]``.
+    """
+    X = _scaled_matrix(adata, layer, max_cells, seed)
+    n_cells, n_genes = X.shape
+    if n_genes < 2 or n_cells < 10:
+        raise InputError(f"ground-truth centrality needs at least 2 genes and 10 cells; got {n_cells} x {n_genes}")
+    if not 0 < holdout_fraction < 1:
+        raise InputError(f"holdout_fraction must be in (0, 1); got {holdout_fraction}")
+    train, held_out = split_cells(n_cells, holdout_fraction, seed)
+    X = torch.from_numpy(X)
+    X = standardise(X, train)  # (C, F)
+    basis = _components(X[train], n_components)  # (F, r)
+    targets = X @ basis  # (C, r)
+    torch.manual_seed(seed)
+    model = GroupedMLP(n_genes, 1, tuple(hidden), basis.shape[1])
+
+    def batch(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.from_numpy(train[rows])
+        inputs = X[rows].T.unsqueeze(-1)  # (F, B, 1): gene q's values feed network q
+        return inputs, targets[rows].expand(n_genes, -1, -1)  # (F, B, r)
+
+    train_grouped(model, len(train), batch, epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, seed=seed)
+    truth = _held_out_pve(model, X[torch.from_numpy(held_out)], basis)
+    result = pd.Series(truth, index=adata.var_names.copy(), name=key_added)
+    adata.var[key_added] = result.to_numpy()
+    return result
+
+
+@torch.no_grad()
+def _held_out_pve(model: GroupedMLP, X: torch.Tensor, basis: torch.Tensor) -> np.ndarray:
+    # mean over g != q of 1 - Var(x_g - x_hat_g) / Var(x_g), queries in blocks
+    n_cells, n_genes = X.shape
+    var = X.var(0)  # (F,)
+    valid = var > _MIN_VAR  # genes constant on the held-out cells have no PVE: left out
+    var = var.clamp_min(_MIN_VAR)
+    out = np.empty(n_genes)
+    step = max(1, _EVAL_BYTES // (4 * n_cells * n_genes))
+    for s in range(0, n_genes, step):
+        q = torch.arange(s, min(s + step, n_genes))
+        predicted = _forward_slice(model, q, X[:, q].T.unsqueeze(-1)) @ basis.T  # (b, C, F)
+        others = valid[None].repeat(len(q), 1)  # (b, F)
+        others[torch.arange(len(q)), q] = False  # leave each query gene out of its own mean
+        ratio = (X[None] - predicted).var(1) / var  # (b, F)
+        out[s : s + len(q)] = (1.0 - (ratio * others).sum(1) / others.sum(1).clamp_min(1)).numpy()
+    return out
+
+
+def _forward_slice(model: GroupedMLP, groups: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # the networks of ``groups`` only
+    last = len(model.weights) - 1
+    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+        x = torch.baddbmm(b[groups], x, w[groups])
+        if i < last:
+            x = torch.relu(x)
+    return x
+
+
+def _components(X: torch.Tensor, n_components: int | None) -> torch.Tensor:
+    # (F, r) top right singular vectors of the training cells; the identity for None
+    n_genes = X.shape[1]
+    if n_components is None or n_components >= min(X.shape):
+        return torch.eye(n_genes) if n_components is None or n_components >= n_genes else _svd(X, min(X.shape))
+    if n_components < 1:
+        raise InputError(f"n_components must be >= 1 or None; got {n_components}")
+    return _svd(X, n_components)
+
+
+def _svd(X: torch.Tensor, r: int) -> torch.Tensor:
+    _, _, vt = torch.linalg.svd(X.double(), full_matrices=False)
+    return vt[:r].T.float().contiguous()
+
+
+def _scaled_matrix(adata: AnnData, layer: str | None, max_cells: int | None, seed: int) -> np.ndarray:
+    if not isinstance(adata, AnnData):
+        raise InputError(f"expected an AnnData; got {type(adata).__name__}")
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"adata.layers has no {layer!r}; choose one of {list(adata.layers)} or None for adata.X")
+    rows = np.arange(adata.n_obs)
+    if max_cells is not None and adata.n_obs > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+    X = adata.X if layer is None else adata.layers[layer]
+    X = X[rows]
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    X = np.array(X, dtype=np.float32)
+    if not np.isfinite(X).all():
+        raise InputError("the expression matrix holds NaN or infinite values; remove or impute them first")
+    return X
