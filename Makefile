@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -22,8 +22,19 @@ demo: install
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# every script in benchmarks/ (make_report.py excepted) at full size, then BENCHMARKS.md from the
+# JSON files; hours on 2 CPU cores (benchmarks/README.md lists each script's time)
+BENCH_SCRIPTS = $(filter-out benchmarks/make_report.py benchmarks/_%,$(wildcard benchmarks/*.py))
+
 bench: install
-	$(PY) benchmarks/train_speed.py
+	@set -e; for s in $(BENCH_SCRIPTS); do echo "== $$s"; $(PY) $$s; done
+	$(PY) benchmarks/make_report.py
+
+# the same scripts on small settings into benchmarks/results/quick/ (tests/test_benchmarks.py runs
+# them inside `make test` too, checking each JSON); a report of the quick run beside them
+bench-quick: install
+	@set -e; for s in $(BENCH_SCRIPTS); do echo "== $$s --quick"; $(PY) $$s --quick; done
+	$(PY) benchmarks/make_report.py --results benchmarks/results/quick -o benchmarks/results/quick/BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) sivae_demo .pytest_cache

@@ -1,0 +1,146 @@
+"""Feature-input reduction (paper Fig. S12): PCA vs stratified downsampling vs the full input.
+
+The feature-wise encoder reads each gene's column over the training cells, reduced to C_red values
+(``SIVAE(feature_input="pca" | "downsample", c_red=...)``); "full" is downsampling to every
+training cell, i.e. no reduction. For each setting, siVAE is scored on:
+
+- cells: held-out k-NN accuracy of the cell embedding on pbmc68k_reduced (stratified folds,
+  preprocessing fitted on the training cells, downsampling stratified by cell type);
+- genes: community silhouette of the feature embedding on the simulated network (five
+  communities; isolated genes left out);
+- training time (seconds per fit, whole three-step training).
+
+    .venv/bin/python benchmarks/feature_input.py --quick   # C_red 10 and full, tiny networks
+    .venv/bin/python benchmarks/feature_input.py           # C_red 20/50/100/200 + full, 5 folds
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from embedding_quality import subsample  # noqa: E402
+from make_report import add_arguments, command_line, out_dir, write_result  # noqa: E402
+
+
+def settings_grid(c_reds: list[int]) -> list[tuple[str, int | None]]:
+    """(method, C_red) pairs; C_red None: the full input."""
+    return [(m, c) for c in c_reds for m in ("pca", "downsample")] + [("full", None)]
+
+
+def model_kwargs(method: str, c_red: int | None, n_cells: int, args: argparse.Namespace, labels: bool) -> dict:
+    kwargs: dict[str, Any] = dict(n_latent=args.latent, encoder_hidden=tuple(args.hidden), seed=0)
+    if method == "full":  # every cell the model trains on (it holds 10% out for early stopping)
+        n_train = n_cells - int(np.ceil(n_cells * 0.1)) - 1
+        return {**kwargs, "feature_input": "downsample", "c_red": n_train, "feature_input_cells": None}
+    kwargs.update(feature_input=method, c_red=c_red)
+    if method == "downsample" and labels:
+        kwargs["cell_type_key"] = "cell_type"
+    return kwargs
+
+
+def cell_scores(method: str, c_red: int | None, args: argparse.Namespace, adata: Any, folds: list) -> tuple[float, float, float]:
+    import sivae
+    from sivae.tl import heldout_knn_accuracy, split_fold
+
+    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    accs, seconds = [], []
+    for tr, te in folds:
+        train, test = split_fold(adata, tr, te, preprocess_mode="scale")
+        model = sivae.SIVAE(train, **model_kwargs(method, c_red, train.n_obs, args, labels=True))
+        t0 = time.perf_counter()
+        model.train(max_epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, progress=False)
+        seconds.append(time.perf_counter() - t0)
+        accs.append(heldout_knn_accuracy(model.get_cell_embedding(), labels[tr], model.get_cell_embedding(test),
+                                         labels[te], k=15))
+    return float(np.mean(accs)), float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, float(np.mean(seconds))
+
+
+def gene_score(method: str, c_red: int | None, args: argparse.Namespace, network: Any) -> float:
+    import sivae
+    from sivae._constants import KEYS
+    from sivae.tl import loading_silhouette
+
+    adata = network.copy()
+    model = sivae.SIVAE(adata, **model_kwargs(method, c_red, adata.n_obs, args, labels=False))
+    model.train(max_epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, progress=False)
+    isolated = adata.var[KEYS.IS_ISOLATED].to_numpy(dtype=bool)
+    return loading_silhouette(adata.varm[KEYS.LOADINGS][~isolated], adata.var[KEYS.COMMUNITY].to_numpy()[~isolated])
+
+
+def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
+    full = next((r for r in table if r["method"] == "full"), None)
+    reduced = [r for r in table if r["method"] != "full"]
+    if full is None or not reduced:
+        return []
+    worst = min(reduced, key=lambda r: r["cell_accuracy_mean"])
+    gap = full["cell_accuracy_mean"] - worst["cell_accuracy_mean"]
+    worst_sil = min(reduced, key=lambda r: r["community_silhouette"])
+    return [{"claim": "reducing the feature-wise input (PCA or downsampling) keeps the cell-embedding accuracy",
+             "paper": "Fig. S12: comparable clustering accuracy with reduced input",
+             "ours": f"full input {full['cell_accuracy_mean']:.3f}; lowest reduced {worst['cell_accuracy_mean']:.3f} "
+                     f"({worst['method']}, C_red={worst['c_red']}; {full['folds']} fold(s))",
+             "reproduced": "yes" if gap <= 0.03 else ("partly" if gap <= 0.06 else "no")},
+            {"claim": "reducing the feature-wise input keeps the gene embedding's communities",
+             "paper": "Fig. S12: gene-embedding accuracy comparable",
+             "ours": f"community silhouette full {full['community_silhouette']:.3f}; lowest reduced "
+                     f"{worst_sil['community_silhouette']:.3f} ({worst_sil['method']}, C_red={worst_sil['c_red']})",
+             "reproduced": "yes" if full["community_silhouette"] - worst_sil["community_silhouette"] <= 0.1 else "no"}]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("--c-red", nargs="+", type=int, default=None, help="C_red values (default 20 50 100 200)")
+    parser.add_argument("--latent", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=None, help="folds of the split (default 5; quick 2)")
+    parser.add_argument("--use-folds", type=int, default=None, help="how many folds to train on (default all)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--pretrain-epochs", type=int, default=None)
+    parser.add_argument("--max-cells", type=int, default=None, help="pbmc68k_reduced subsample")
+    parser.add_argument("--network-cells", type=int, default=None, help="simulated network cells (default 2,000)")
+    parser.add_argument("--hidden", nargs="+", type=int, default=None)
+    args = parser.parse_args(argv)
+    defaults = ({"c_red": [10], "folds": 2, "use_folds": 1, "epochs": 3, "pretrain_epochs": 2, "max_cells": 250,
+                 "network_cells": 400, "hidden": [32, 16]} if args.quick else
+                {"c_red": [20, 50, 100, 200], "folds": 5, "use_folds": 5, "epochs": 100, "pretrain_epochs": None,
+                 "max_cells": None, "network_cells": 2000, "hidden": [256, 64]})
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    import sivae
+    from sivae.tl import stratified_folds
+
+    folder = out_dir(args)
+    t0 = time.perf_counter()
+    cells = subsample(sivae.datasets.pbmc68k_reduced(), args.max_cells, 0)
+    folds = stratified_folds(cells.obs["cell_type"], n_folds=args.folds, seed=0)[: args.use_folds]
+    network = sivae.datasets.simulated_network(n_cells=args.network_cells, seed=0)
+    table = []
+    for method, c_red in settings_grid(args.c_red):
+        acc, sd, seconds = cell_scores(method, c_red, args, cells, folds)
+        sil = gene_score(method, c_red, args, network)
+        table.append({"method": method, "c_red": c_red if c_red is not None else "all training cells",
+                      "cell_accuracy_mean": acc, "cell_accuracy_sd": sd, "folds": len(folds),
+                      "community_silhouette": sil, "train_seconds": seconds})
+        print(f"{method:10s} C_red={c_red}: cell accuracy {acc:.3f} +- {sd:.3f}, community silhouette {sil:.3f}, "
+              f"{seconds:.1f} s per fit", flush=True)
+    payload = {"benchmark": "feature_input", "paper": "Fig. S12", "command": command_line(), "quick": bool(args.quick),
+               "seconds": time.perf_counter() - t0, "table": table, "claims": claims(table),
+               "settings": {k: getattr(args, k) for k in ("c_red", "latent", "folds", "use_folds", "epochs",
+                                                           "pretrain_epochs", "max_cells", "network_cells", "hidden")},
+               "summary": "siVAE's feature-wise input reduced by PCA or stratified downsampling to C_red values, "
+                          "against the full input: cells (pbmc68k_reduced held-out k-NN accuracy), genes "
+                          "(simulated-network community silhouette), training seconds."}
+    print(f"wrote {write_result(payload, folder)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
