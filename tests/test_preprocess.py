@@ -142,3 +142,21 @@ def test_scale_features_alone_on_sparse_lognormalised():
     assert adata.uns[KEYS.PREPROCESS]["scaled"] is True
     with pytest.raises(InputError, match="at least 2 cells"):
         sivae.pp.scale_features(AnnData(np.ones((1, 3), dtype=np.float32)))
+
+
+def test_dropping_features_keeps_every_field_aligned():
+    from sivae.data.record import subset_features
+
+    adata = _counts()
+    adata.varm["v"] = np.arange(adata.n_vars * 2, dtype=float).reshape(-1, 2)
+    adata.obsm["o"] = np.ones((adata.n_obs, 3))
+    adata.layers["l"] = adata.X.copy()
+    keep = np.arange(adata.n_vars) % 3 != 0
+    names, first = adata.var_names[keep], adata.X[:, keep].copy()
+    same = adata
+    subset_features(adata, keep)
+    assert adata is same and adata.shape == (200, int(keep.sum())) and not adata.is_view
+    assert list(adata.var_names) == list(names)
+    np.testing.assert_array_equal(adata.varm["v"][:, 0], 2 * np.flatnonzero(keep))
+    np.testing.assert_array_equal(adata.layers["l"], first)
+    assert adata.obsm["o"].shape == (200, 3)

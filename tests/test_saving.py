@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 import warnings
 
 import anndata as ad
@@ -201,3 +202,9 @@ def test_save_never_replaces_a_folder_it_did_not_write(tmp_path) -> None:
     with pytest.raises(InputError, match="did not write"):
         model.save(tmp_path / "model", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model"]  # no temporaries left
+
+
+def test_no_private_anndata_api_is_called() -> None:
+    private = re.compile(r"\._(inplace_subset_(var|obs)|init_as_(actual|view))\(")
+    calls = {p.name for p in PACKAGE.rglob("*.py") if private.search(p.read_text())}
+    assert not calls, f"private anndata calls in {sorted(calls)}"

@@ -18,7 +18,7 @@ from anndata import AnnData
 from .._constants import KEYS
 from .._errors import InputError
 from .backed import is_backed
-from .record import PreprocessRecord, kept_features, scaled_record
+from .record import PreprocessRecord, kept_features, scaled_record, subset_features
 from .streaming import preprocess_backed, scale_backed
 from .validate import (
     check_counts,
@@ -121,7 +121,7 @@ def preprocess(
     n_constant = int((~keep).sum())
     library_features = tuple(map(str, adata.var_names[keep]))  # normalize_total sums over these
     if n_constant:
-        adata._inplace_subset_var(keep)
+        subset_features(adata, keep)
     if not np.issubdtype(adata.X.dtype, np.floating):
         adata.X = adata.X.astype(np.float32)
     adata.layers[KEYS.COUNTS] = adata.X.copy()
@@ -245,8 +245,7 @@ def _warn_empty_cells(X: Any) -> None:
 def _select_highly_variable(adata: AnnData, n_top_genes: int | None) -> bool:
     if n_top_genes is None or n_top_genes >= adata.n_vars:
         return False
-    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat")
-    adata._inplace_subset_var(adata.var[KEYS.HIGHLY_VARIABLE].to_numpy())
+    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat", subset=True)
     return True
 
 

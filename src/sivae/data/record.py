@@ -2,7 +2,8 @@
 
 - :class:`PreprocessRecord` is what `sivae.pp.preprocess` (in memory, or in passes over a backed
   file) and `sivae.pp.scale_features` write to ``adata.uns[KEYS.PREPROCESS]``.
-- :func:`kept_features` is the one rule for features constant across cells.
+- :func:`kept_features` is the one rule for features constant across cells, and
+  :func:`subset_features` the one way both paths drop features from the user's AnnData.
 - :class:`Preprocessing` is what a model keeps of it to treat new cells exactly as its training
   cells were treated (library size over the same genes, TP10K, log1p, the model's features, the
   stored z-score); it travels in the model folder as ``preprocess.json``.
@@ -87,6 +88,20 @@ def kept_features(constant: np.ndarray, *, drop: bool, where: str) -> np.ndarray
         warnings.warn(f"dropped {n_constant} of {n} features that are constant across cells "
                       "(all-zero included)", UserWarning, stacklevel=4)
     return ~constant
+
+
+def subset_features(adata: AnnData, keep: np.ndarray) -> None:
+    """Keep only the features where ``keep`` is True, in place (``adata = adata[:, keep]``).
+
+    anndata has no public in-place subset (scanpy's own filters call the private
+    ``AnnData._inplace_subset_var``). Its public constructor accepts an AnnData and takes over
+    that object's fields, so re-initialising ``adata`` from its subset copy does the same work,
+    one copy of the kept features, through the public API.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    if keep.all():
+        return
+    AnnData.__init__(adata, adata[:, keep].copy())
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .._constants import KEYS
 from .._errors import InputError
 from .backed import BackedCellMatrix, backed_matrix
-from .record import PreprocessRecord, kept_features, scaled_record
+from .record import PreprocessRecord, kept_features, scaled_record, subset_features
 from .transform import RowTransform
 
 __all__ = ["preprocess_backed", "scale_backed"]
@@ -109,7 +109,7 @@ def preprocess_backed(
         normalised.add(block)
         np.log1p(block.data, out=block.data)
         logged.add(block)
-    adata._inplace_subset_var(keep)
+    subset_features(adata, keep)
     hvg = _seurat_dispersions(*normalised.mean_var())
     selected = n_top_genes is not None and n_top_genes < adata.n_vars
     if selected:
@@ -118,7 +118,7 @@ def preprocess_backed(
             adata.var[name] = values.to_numpy()
     mean, var = logged.mean_var()
     chosen = adata.var[KEYS.HIGHLY_VARIABLE].to_numpy() if selected else np.ones(adata.n_vars, bool)
-    adata._inplace_subset_var(chosen)
+    subset_features(adata, chosen)
     _record_scaling(adata, mean[chosen], var[chosen])
     adata.obs[KEYS.LIBRARY_SIZE] = library
     adata.uns["log1p"] = {"base": None}
@@ -146,7 +146,7 @@ def scale_backed(adata: AnnData, *, max_value: float | None, progress: bool = Tr
         extent.add(block)
     keep = kept_features(extent.low == extent.high, drop=True, where="the backed matrix")
     mean, var = moments.mean_var()
-    adata._inplace_subset_var(keep)
+    subset_features(adata, keep)
     _record_scaling(adata, mean[keep], var[keep])
     adata.uns[KEYS.PREPROCESS] = scaled_record(adata.uns.get(KEYS.PREPROCESS), max_value, backed=True)
 
