@@ -64,6 +64,7 @@ def _error_line(capsys) -> str:
         (["fit", "in.h5ad", "-o", "o.h5ad", "--hidden", "64,x"], "comma-separated"),
         (["fit", "in.h5ad", "-o", "o.h5ad", "--epochs", "0"], "positive integer"),
         (["fit", "in.h5ad", "-o", "o.h5ad", "--gamma", "-1"], ">= 0"),
+        (["fit", "in.h5ad", "-o", "o.h5ad", "--pretraining", "fast"], "invalid choice"),
         (["embed", "model_dir"], "required"),
     ],
 )
@@ -153,9 +154,10 @@ def test_fit_then_embed_round_trip(counts_file, tmp_path, capsys):
     out, model_dir = tmp_path / "fit.h5ad", tmp_path / "model"
     fit = ["fit", str(counts_file), "-o", str(out), "--model-dir", str(model_dir), "--epochs", "2",
            "--hidden", "16,8", "--c-red", "20", "--batch-size", "32", "--n-top-genes", "30",
-           "--no-progress", "--device", "cpu"]
+           "--no-progress", "--device", "cpu", "--pretraining", "budget"]
     assert main(fit) == 0, capsys.readouterr().err
     fitted = ad.read_h5ad(out)
+    assert fitted.uns["sivae"]["training"]["pretraining"] == "budget"
     assert fitted.obsm[KEYS.CELL_EMBEDDING].shape == (160, 2)
     assert fitted.varm[KEYS.LOADINGS].shape == (30, 2)
     assert KEYS.CENTRALITY in fitted.var

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 import sivae
 from sivae._constants import KEYS
@@ -33,7 +34,12 @@ def test_loadings_group_communities_and_shrink_isolated_genes(network):
     print(f"\nsimulated network: loading silhouette {silhouette:.3f}, "
           f"isolated/community loading norm {ratio:.3f}")
     assert silhouette > 0.5
-    assert ratio < 0.5
+    # The mean ratio moves with the seed (0.17-0.50 over seeds 0-7 at 30 and 100 epochs; spare
+    # latent dimensions carry some of the isolated genes' noise), but the ranking does not:
+    # isolated genes sit nearer the origin than community genes (AUROC 0.97-1.0 over those runs).
+    norms = np.linalg.norm(loadings, axis=1)
+    assert roc_auc_score(~isolated, norms) > 0.9
+    assert ratio < 0.7
     # stronger than the silhouette: every community is nearer its own centroid than any other's
     labels = var[KEYS.COMMUNITY][~isolated].to_numpy()
     centroids = {c: loadings[~isolated][labels == c].mean(0) for c in np.unique(labels)}
@@ -51,14 +57,19 @@ def test_planted_hubs_rank_at_the_top(network):
 
 
 def test_sivae_embedding_separates_cell_types_as_well_as_a_vae():
-    scores = {}
-    for cls in (sivae.VAE, sivae.SIVAE):
+    scores, embeddings = {}, {}
+    for name, cls, mode in (("VAE", sivae.VAE, "finetune"), ("siVAE", sivae.SIVAE, "finetune"),
+                            ("siVAE paper", sivae.SIVAE, "paper")):
         adata = sivae.datasets.pbmc68k_reduced()
         model = cls(adata, n_latent=2, batch_size=128, seed=0, device="cpu")
-        model.train(max_epochs=100, progress=False)
-        embedding = adata.obsm[model.keys.cell_embedding]
-        scores[cls.__name__] = knn_accuracy(embedding, adata.obs[KEYS.CELL_TYPE], k=15)
-    print(f"\npbmc68k_reduced 15-NN accuracy (5-fold): siVAE {scores['SIVAE']:.3f}, "
-          f"VAE {scores['VAE']:.3f}")
+        model.train(max_epochs=100, pretraining=mode, progress=False)
+        embeddings[name] = adata.obsm[model.keys.cell_embedding]
+        scores[name] = knn_accuracy(embeddings[name], adata.obs[KEYS.CELL_TYPE], k=15)
+    print("\npbmc68k_reduced 15-NN accuracy (5-fold): "
+          + ", ".join(f"{name} {score:.3f}" for name, score in scores.items()))
     assert scores["VAE"] > 0.6  # the comparison means something only if the VAE learned
-    assert scores["SIVAE"] >= scores["VAE"] - 0.03
+    # the default run's step 1 is the VAE's run, and later steps leave the encoder alone
+    np.testing.assert_allclose(embeddings["siVAE"], embeddings["VAE"], atol=1e-5)
+    # the paper's joint step moves the embedding, and at K=2 costs a few points (0.777 against
+    # 0.803 here), which is why "finetune" is the default; it must still learn the cell types
+    assert scores["siVAE paper"] > 0.7

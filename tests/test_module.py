@@ -190,6 +190,36 @@ def test_feature_phase_learns_what_the_free_weights_predict(no_noise: None) -> N
     assert module.loss(batch, "feature").recon.item() < 0.1 * first
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.05])
+def test_feature_step_from_cell_sums_is_the_mean_over_cells(no_noise: None, gamma: float) -> None:
+    # step 2's loss written directly, cell by cell (as before CellStatistics), against the sums of
+    # two halves of the cells added up, on a block of features: the same value and gradients
+    torch.manual_seed(0)
+    module = SIVAEModule(ModuleConfig(**{**TINY.__dict__, "gamma": gamma}))
+    x, feature_x = _data()
+    block = BLOCKS[1]
+    idx = torch.as_tensor(block)
+    scale = N_FEATURES / len(block)
+    mean_v, log_var_v = module.feature_encoder(feature_x[idx])
+    v_L = module.feature_decoder(mean_v)
+    mean_z = module.cell.encoder(x)[0].detach()
+    z_L = module.cell.decoder(mean_z).detach()
+    regression = z_L @ v_L.T - z_L @ module.cell.weight[idx].detach().T
+    direct = scale * 0.5 * regression.pow(2).sum(1).mean()
+    direct = direct + gamma * scale * 0.5 * (x[:, idx] - mean_z @ mean_v.T).pow(2).sum(1).mean()
+    direct = direct + scale * kl_standard_normal(mean_v, log_var_v).sum() / N_TRAIN
+    sums = module.cell_statistics(x[:4]) + module.cell_statistics(x[4:])
+    batch = _batch(x, feature_x, block)
+    batch.x, batch.target, batch.statistics = None, None, sums
+    from_sums = module.loss(batch, "feature").total
+    assert from_sums.item() == pytest.approx(direct.item(), rel=1e-5)
+    params = module.phase_parameters("feature")
+    expected = torch.autograd.grad(direct, params)
+    got = torch.autograd.grad(from_sums, params)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
 # -- the negative binomial variant (eq. 14-18) ----------------------------------------------------
 def test_nb_loss_is_finite_and_predictions_are_proportions() -> None:
     torch.manual_seed(0)

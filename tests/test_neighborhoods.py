@@ -26,7 +26,7 @@ def trained_network() -> tuple[AnnData, sivae.SIVAE]:
     try:
         adata = sivae.datasets.simulated_network(n_cells=2000, seed=0)
         model = sivae.SIVAE(adata, n_latent=8, encoder_hidden=(128, 64), seed=0, device="cpu")
-        model.train(max_epochs=20, progress=False)
+        model.train(max_epochs=60, progress=False)  # step 1 a VAE run long enough to sample from
     finally:
         torch.set_num_threads(n_threads)
     return adata, model

@@ -349,7 +349,8 @@ def _steps_per_phase(trainer: Trainer) -> dict[str, int]:
     loss = trainer.module.loss
 
     def counting_loss(batch, phase):
-        counts[phase] = counts.get(phase, 0) + 1
+        if torch.is_grad_enabled():  # training steps; held-out evaluation runs without gradients
+            counts[phase] = counts.get(phase, 0) + 1
         return loss(batch, phase)
 
     trainer.module.loss = counting_loss
@@ -360,13 +361,42 @@ def _steps_per_phase(trainer: Trainer) -> dict[str, int]:
 def test_budgeted_pretraining_takes_a_tenth_of_the_joint_steps(data: TrainingData) -> None:
     # 120 training cells in batches of 32: 4 steps per epoch; a tenth of 10 joint epochs is one
     # epoch of pre-training per step, and 0.3 of an epoch (1 step) at max_epochs=3
+    # (step 2 trains on cell sums: an epoch of it is one pass over the 20 features, one block)
     trainer = _trainer(data, BUDGET)
-    assert _steps_per_phase(trainer) == {"cell": 4, "feature": 4, "joint": 40}
+    assert _steps_per_phase(trainer) == {"cell": 4, "feature": 1, "joint": 40}
     short = _trainer(data, TrainConfig(**{**BUDGET.__dict__, "max_epochs": 3}))
     assert _steps_per_phase(short) == {"cell": 1, "feature": 1, "joint": 12}
     assert [(h["phase"], h["epoch"]) for h in short.history][:2] == [("cell", 0), ("feature", 0)]
     paper = _trainer(data, TrainConfig(**{**BUDGET.__dict__, "max_epochs": 3, "pretraining": "paper"}))
-    assert _steps_per_phase(paper) == {"cell": 12, "feature": 12, "joint": 12}
+    assert _steps_per_phase(paper) == {"cell": 12, "feature": 3, "joint": 12}
+
+
+def test_finetuning_trains_step_1_whole_and_a_fifth_of_it_after(data: TrainingData) -> None:
+    # step 1 as a VAE run (10 epochs of 4 steps); steps 2 and 3 a fifth of its 40 steps each
+    # (step 2 on cell sums: a pass over the 20 features is one step)
+    finetune = TrainConfig(**{**BUDGET.__dict__, "pretraining": "finetune"})
+    assert _steps_per_phase(_trainer(data, finetune)) == {"cell": 40, "feature": 8, "joint": 8}
+    short = _trainer(data, TrainConfig(**{**finetune.__dict__, "max_epochs": 3}))
+    assert _steps_per_phase(short) == {"cell": 12, "feature": 2, "joint": 2}  # round(0.2 * 12)
+    # the cell embedding is step 1's: steps 2 and 3 leave the cell encoder as step 1 left it
+    trainer = _trainer(data, finetune)
+    snapshots, begin = [], trainer.begin_phase
+
+    def snapshot_then_begin(phase):
+        snapshots.append((phase, [p.detach().clone() for p in trainer.module.embedding_parameters()]))
+        return begin(phase)
+
+    trainer.begin_phase = snapshot_then_begin
+    trainer.fit()
+    after_step_1 = dict(snapshots)["feature"]
+    assert all(torch.equal(a, b) for a, b in zip(after_step_1, trainer.module.embedding_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(dict(snapshots)["cell"], after_step_1))
+    # every step keeps its early stopping; the budget of steps 2 and 3 follows what step 1 ran:
+    # 2 epochs (8 steps) give them 2 steps each, one epoch of the joint step
+    stopping = _trainer(data, TrainConfig(**{**finetune.__dict__, "patience": 1}))
+    stopping.evaluate = lambda phase: 1.0  # never better than the first epoch
+    phases = [h["phase"] for h in stopping.fit()]
+    assert phases == ["cell", "cell", "feature", "feature", "joint"]
 
 
 def test_budgeted_pretraining_stops_once_the_training_loss_levels_off(data: TrainingData) -> None:

@@ -118,7 +118,7 @@ class BaseModel:
         max_epochs: int = 200,
         *,
         pretrain_epochs: int | None = None,
-        pretraining: str = "paper",
+        pretraining: str = "finetune",
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
         resume: bool = False,
@@ -134,12 +134,12 @@ class BaseModel:
             Limit on passes in each pre-training step (siVAE's steps 1 and 2); None: as
             ``pretraining`` says.
         pretraining
-            "paper" (default): the paper's three steps, each pre-training step up to
-            ``pretrain_epochs`` (None: ``max_epochs``) with early stopping on held-out cells.
-            "budget": each pre-training step trains for at most a tenth of ``max_epochs`` (in
-            minibatch steps) and stops sooner once its training loss stops falling: about 1.5x a
-            VAE run's cost instead of 2.6x at 3 epochs, but a weaker embedding at small
-            ``n_latent`` (see `sivae.train.TrainConfig`).
+            "finetune" (default): step 1 is a VAE run (the same cell embedding as `VAE` with the
+            same seed); the encoder is then frozen and steps 2 and 3 fit the feature-wise
+            networks and decoders to it, each in at most a fifth of step 1's minibatch steps: a
+            run costs about 1.3x a VAE run. "paper": the paper's three steps, each to its own early stop,
+            every parameter free in the joint step (2-3x a VAE run). "budget": short
+            pre-training, then a full joint step (see `sivae.train.TrainConfig`).
         checkpoint_dir
             Folder for a checkpoint written every ``checkpoint_every`` epochs (atomically).
         resume
@@ -175,6 +175,8 @@ class BaseModel:
         data = TrainingData(cells=self.cells, train_idx=self.train_idx, val_idx=self.val_idx,
                             feature_x=self.feature_x, counts=counts)
         trainer = Trainer(self.module, data, train_config, device=self.device, progress=progress)
+        self._training = {"max_epochs": int(max_epochs), "pretraining": pretraining,
+                          "pretrain_epochs": "none" if pretrain_epochs is None else int(pretrain_epochs)}
         t0 = time.perf_counter()
         self.history = trainer.fit(checkpoint_dir=checkpoint_dir, resume=resume)
         self.training_seconds = time.perf_counter() - t0
@@ -272,6 +274,7 @@ class BaseModel:
                   for key, v in asdict(self.config).items()}
         losses = {key: np.asarray([h[key] for h in self.history]) for key in (self.history[0] if self.history else {})}
         return {"model": self._name, "version": __version__, "params": params, "losses": losses,
+                "training": dict(getattr(self, "_training", {})),
                 "training_seconds": float(getattr(self, "training_seconds", 0.0))}
 
     def _other_cells(self, adata: AnnData) -> CellMatrix | BackedCellMatrix:

@@ -44,13 +44,41 @@ class ModuleConfig:
 class Batch:
     """One minibatch: a block of cells x features, plus what the loss needs to stay unbiased."""
 
-    x: torch.Tensor | None  # (B, F) encoder input, scaled; None in the feature pre-training step
+    x: torch.Tensor | None  # (B, F) encoder input, scaled; None where ``statistics`` stand in
     target: torch.Tensor | None  # (B, f_b) likelihood target: scaled values, or counts for "nb"
     feature_idx: torch.Tensor  # (f_b,) which features this block scores
     feature_x: torch.Tensor | None  # (f_b, C_red) feature-wise encoder input
     n_cells: int  # training cells in the full data set
     n_features: int  # features in the full data set
     library: torch.Tensor | None = None  # (B,) total counts per cell, "nb" only
+    # siVAE's step 2 over all training cells at once (the trainer's fast path): cells then None
+    statistics: CellStatistics | None = None
+
+
+@dataclass
+class CellStatistics:
+    """Sums over cells of all that siVAE's step 2 reads from them.
+
+    In step 2 the cell-wise networks are fixed and both of its terms are quadratic in the
+    feature-wise outputs: the regression (z_{c,L} . (v_{f,L} - w_f))^2 sums to
+    d_f^T (sum_c z_{c,L} z_{c,L}^T) d_f, and the interpretability term (X_cf - z_c . v_f)^2 to
+    sum_c X_cf^2 - 2 v_f . (sum_c z_c X_cf) + v_f^T (sum_c z_c z_c^T) v_f. One pass over the
+    cells gathers these sums; the step then trains on features alone, with exactly the
+    objective that minibatches of cells estimate.
+    """
+
+    n: float  # cells summed
+    gram_L: torch.Tensor  # (H, H) sum of z_{c,L} z_{c,L}^T at the posterior means
+    gram_z: torch.Tensor  # (K, K) sum of z_c z_c^T (posterior means)
+    zx: torch.Tensor  # (K, F) sum of z_c X_c^T
+    x2: torch.Tensor  # (F,) sum of X_cf^2
+
+    def __add__(self, other: CellStatistics) -> CellStatistics:
+        return CellStatistics(self.n + other.n, self.gram_L + other.gram_L, self.gram_z + other.gram_z,
+                              self.zx + other.zx, self.x2 + other.x2)
+
+    def as_tensors(self) -> list[torch.Tensor]:
+        return [self.gram_L, self.gram_z, self.zx, self.x2]
 
 
 @dataclass
@@ -160,6 +188,10 @@ class CellVAE(nn.Module):
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         return list(self.parameters())
 
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The parameters that map a cell to its embedding (the encoder's)."""
+        return list(self.encoder.parameters())
+
     @torch.no_grad()
     def cell_embedding(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior means of z_{c,1}, (B, K)."""
@@ -233,13 +265,29 @@ class SIVAEModule(nn.Module):
         cell_side = [p for name, p in self.cell.named_parameters() if name != "weight"]
         return cell_side + feature_side
 
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The parameters that map a cell to its embedding (the cell-wise encoder's)."""
+        return self.cell.embedding_parameters()
+
     def loss(self, batch: Batch, phase: str = "joint") -> Losses:
         if phase == "cell":
             return self.cell.loss(batch)
         features = self.encode_features(batch.feature_x, phase)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and phase != "feature"):
-            cells = self.encode_cells(batch.x, phase)  # in step 2, step 1's fixed embedding
-        return self.score(batch, cells, features, phase)
+        if phase == "feature":  # step 1's fixed cells enter only through their sums
+            statistics = batch.statistics if batch.statistics is not None else self.cell_statistics(batch.x)
+            return self._feature_step(batch, statistics, features)
+        return self.score(batch, self.encode_cells(batch.x, phase), features, phase)
+
+    statistics_phases = ("feature",)  # steps whose loss reads cells only through cell_statistics
+
+    @torch.no_grad()
+    def cell_statistics(self, x: torch.Tensor) -> CellStatistics:
+        """The sums step 2 needs over the cells ``x`` (B, F), in float64 (see CellStatistics)."""
+        mean_z = self.cell.encoder(x)[0]
+        z_L = self.cell.decoder(mean_z).double()
+        mean_z, x = mean_z.double(), x.double()
+        return CellStatistics(n=float(x.shape[0]), gram_L=z_L.T @ z_L, gram_z=mean_z.T @ mean_z,
+                              zx=mean_z.T @ x, x2=x.pow(2).sum(0))
 
     def encode_cells(self, x: torch.Tensor, phase: str = "joint") -> EncodedCells:
         """The cell-wise half once per batch; in step 2 at the posterior means, with no noise."""
@@ -262,51 +310,55 @@ class SIVAEModule(nn.Module):
         """The loss of ``batch``'s block given its cells and features already encoded.
 
         ``loss`` is encode + score; held-out evaluation encodes each batch of cells once and
-        scores every feature block against it (train.Trainer.evaluate).
+        scores every feature block against it (train.Trainer.evaluate). Step 2 ("feature") is
+        scored from cell statistics instead (``loss``).
         """
         if phase == "cell":
             return self.cell.score(batch, cells)
-        scale = batch.n_features / len(batch.feature_idx)  # features in the block -> all features
-        kl_features = scale * features.kl.sum() / batch.n_cells
         if phase == "feature":
-            losses = self._regress_free_weights(batch, cells.z_L, features.v_L, scale)
-        else:
-            losses = self.cell.score(batch, cells, v_L=features.v_L)
-        losses.kl_features = kl_features
+            raise ValueError("step 2 reads cells through cell_statistics: use loss()")
+        scale = batch.n_features / len(batch.feature_idx)  # features in the block -> all features
+        losses = self.cell.score(batch, cells, v_L=features.v_L)
+        losses.kl_features = scale * features.kl.sum() / batch.n_cells
         losses.interpretability = self._interpretability(batch, cells.mean_z, features.mean_v, scale)
         return losses
 
     def _interpretability(
         self, batch: Batch, mean_z: torch.Tensor, mean_v: torch.Tensor, scale: float
     ) -> torch.Tensor:
-        """Eq. 13 on the latent means: v_{f,1} . z_{c,1} should approximate X_cf on its own.
-
-        Also applied in step 2, against step 1's fixed cell embedding, so the loadings start
-        joint training where the term wants them rather than where the regression left them.
-        """
+        """Eq. 13 on the latent means: v_{f,1} . z_{c,1} should approximate X_cf on its own."""
         if self.config.gamma == 0 or self.config.linear:
             return torch.zeros((), device=mean_v.device)
         x_block = batch.x[:, batch.feature_idx]  # (B, f_b)
         residual = x_block - mean_z @ mean_v.T
         return self.config.gamma * scale * 0.5 * residual.pow(2).sum(1).mean()
 
-    def _regress_free_weights(
-        self, batch: Batch, z_L: torch.Tensor, v_L: torch.Tensor, scale: float
-    ) -> Losses:
+    def _feature_step(self, batch: Batch, cells: CellStatistics, features: EncodedFeatures) -> Losses:
         """Step 2: the feature-wise VAE learns to stand in for step 1's free v_{f,L}.
 
-        The regression is measured where v_{f,L} acts, on the means it gives the batch's cells,
-        (z_{c,L} . v_{f,L} - z_{c,L} . v_free)^2 with z_{c,L} at the posterior means, not on the
-        raw vectors: z_{c,L} spans few of the H directions, and the free vectors' other
+        The regression is measured where v_{f,L} acts, on the means it gives the cells,
+        (z_{c,L} . v_{f,L} - z_{c,L} . v_free)^2 with z_{c,L} at step 1's posterior means, not
+        on the raw vectors: z_{c,L} spans few of the H directions, and the free vectors' other
         directions keep their random initial values, which no network can predict and which do
-        not affect the model. Scaled like the joint objective, so the two steps' losses compare.
+        not affect the model. The interpretability term (eq. 13) is applied here too, against
+        step 1's fixed embedding, so the loadings start joint training where the term wants them.
+        Both are means over the cells summed in ``cells``, scaled like the joint objective so
+        the steps' losses compare.
         """
-        z_L = z_L.detach()  # (B, H) at step 1's posterior means
-        with torch.no_grad():
-            target = z_L @ self.cell.weight[batch.feature_idx].T  # (B, f_b)
-        residual = z_L @ v_L.T - target
-        recon = scale * 0.5 * residual.pow(2).sum(1).mean()
-        return Losses(recon=recon, kl_cells=torch.zeros((), device=recon.device))
+        idx = batch.feature_idx
+        scale = batch.n_features / len(idx)
+        dtype = features.v_L.dtype
+        diff = features.v_L - self.cell.weight[idx].detach()  # (f_b, H)
+        gram_L = cells.gram_L.to(dtype) / cells.n
+        recon = scale * 0.5 * ((diff @ gram_L) * diff).sum()
+        losses = Losses(recon=recon, kl_cells=torch.zeros((), device=recon.device))
+        losses.kl_features = scale * features.kl.sum() / batch.n_cells
+        if self.config.gamma > 0 and not self.config.linear:
+            m = features.mean_v  # (f_b, K)
+            squares = (cells.x2[idx] - 2 * (m.double() * cells.zx[:, idx].T).sum(1)).to(dtype) / cells.n
+            quadratic = ((m @ (cells.gram_z.to(dtype) / cells.n)) * m).sum(1)
+            losses.interpretability = self.config.gamma * scale * 0.5 * (squares + quadratic).sum()
+        return losses
 
     @torch.no_grad()
     def cell_embedding(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,9 @@ def _add_fit(sub: Any) -> None:
                    "the feature-wise encoder (default 100)")
     p.add_argument("--epochs", type=_positive_int, default=200, metavar="N",
                    help="joint-training epochs (default 200)")
+    p.add_argument("--pretraining", choices=("finetune", "paper", "budget"),
+                   help="how the three training steps share the run (default: SIVAE.train's; see "
+                   "its docstring): finetune, paper (each step to its own early stop) or budget")
     p.add_argument("--batch-size", type=_positive_int, metavar="N",
                    help="cells per step (default 256)")
     p.add_argument("--learning-rate", type=_positive_float, metavar="LR",
@@ -84,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
     with _process_group(args.device) as rank:
         adata = _load(source, args, progress=not args.no_progress and rank == 0)
         model = SIVAE(adata, **_model_options(args))
+        mode = {"pretraining": args.pretraining} if args.pretraining else {}
         model.train(max_epochs=args.epochs, checkpoint_dir=checkpoints, resume=args.resume,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, **mode)
     if rank != 0:
         return 0  # every rank holds the same model; rank 0 writes it
     with locked(out, *([model_dir] if model_dir else [])):
