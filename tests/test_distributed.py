@@ -11,6 +11,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from sivae.cli import main
@@ -125,6 +126,53 @@ def test_ranks_hold_one_model_and_resume_exactly(tmp_path: Path) -> None:
         assert info["history"] == expected["history"]
     meta = json.loads((tmp_path / "uninterrupted" / "checkpoint.json").read_text())
     assert meta["world_size"] == N_PROCESSES
+
+
+# -- the passes around training, shared out ------------------------------------------------------
+def _raw_counts(path: Path, n_cells: int = 480, n_features: int = 60) -> Path:
+    # two groups of cells with their own gene programmes, as CSR counts: a file for --backed
+    rng = np.random.default_rng(0)
+    group = np.arange(n_cells) % 2
+    rate = rng.gamma(2.0, 1.0, size=(2, n_features))
+    counts = rng.poisson(rate[group] * rng.uniform(0.5, 2.0, size=(n_cells, 1))).astype(np.float32)
+    adata = ad.AnnData(sp.csr_matrix(counts))
+    adata.obs_names = [f"cell{i}" for i in range(n_cells)]
+    adata.var_names = [f"gene{i}" for i in range(n_features)]
+    adata.write_h5ad(path)
+    return path
+
+
+@needs_distributed
+def test_ranks_share_the_passes_around_training(tmp_path: Path) -> None:
+    data = _raw_counts(tmp_path / "counts.h5ad")
+    worker = Path(__file__).with_name("ddp_pipeline_worker.py")
+    (tmp_path / "two").mkdir()
+    (tmp_path / "one").mkdir()
+    result = _torchrun(str(worker), str(data), str(tmp_path / "two"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    alone = subprocess.run([sys.executable, str(worker), str(data), str(tmp_path / "one")],
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                           timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    one = np.load(tmp_path / "one" / "rank0.npz")
+    ranks = [np.load(tmp_path / "two" / f"rank{r}.npz") for r in range(N_PROCESSES)]
+    for run in ranks:
+        # preprocessing statistics and the feature-wise input are those of one process
+        assert np.array_equal(run["features"], one["features"])
+        for key in ("var_mean", "var_std", "library"):
+            np.testing.assert_allclose(run[key], one[key], rtol=1e-9, err_msg=key)
+        np.testing.assert_allclose(run["feature_x"], one["feature_x"], atol=1e-4)
+        # the outputs gathered from both ranks are the model's outputs over all cells
+        np.testing.assert_allclose(run["embedding"], run["embedding_alone"], atol=1e-6)
+        np.testing.assert_allclose(run["centrality"], run["centrality_alone"], atol=1e-9)
+    np.testing.assert_array_equal(ranks[0]["embedding"], ranks[1]["embedding"])
+    reads_one = json.loads((tmp_path / "one" / "rows0.json").read_text())
+    reads = [json.loads((tmp_path / "two" / f"rows{r}.json").read_text()) for r in range(N_PROCESSES)]
+    print(f"\nrows read: one process {reads_one}; two processes {reads}")
+    for stage, alone_rows in reads_one.items():
+        shares = [r[stage] for r in reads]
+        assert sum(shares) == pytest.approx(alone_rows, rel=0.02), stage  # nothing read twice
+        assert max(shares) <= 0.6 * alone_rows, f"{stage}: a rank read {max(shares)} of {alone_rows} rows"
 
 
 # -- what DDP relies on, checked without it -------------------------------------------------------

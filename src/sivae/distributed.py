@@ -1,13 +1,30 @@
-"""What the trainer needs from ``torch.distributed``: where this process stands, sums over ranks,
-and the module's loss as a forward() for DistributedDataParallel."""
+"""What sivae needs from ``torch.distributed``: where this process stands, each rank's share of
+the work, sums and gathers over ranks, and the module's loss as a forward() for
+DistributedDataParallel.
+
+Under torchrun every rank holds the same model and reads the same file; the passes over cells
+that do not train (preprocessing statistics, the feature-wise input's PCA, the outputs) are split
+so that each rank reads its own share of the cells and the ranks then combine their sums. Every
+helper here is a no-op in a single process, so callers need no branch of their own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .module import Batch, Losses
+from ._errors import InputError
+
+if TYPE_CHECKING:
+    from .module import Batch, Losses
+
+T = TypeVar("T")
 
 
 def distributed_context() -> tuple[int, int] | None:
@@ -23,12 +40,87 @@ def distributed_context() -> tuple[int, int] | None:
     return None
 
 
+def my_share(items: Sequence[T]) -> Sequence[T]:
+    """This rank's items of ``items``: every world_size-th one from its rank (all in one process)."""
+    context = distributed_context()
+    return items if context is None else items[context[0] :: context[1]]
+
+
+def my_block(n: int) -> tuple[int, int]:
+    """Bounds [start, stop) of this rank's contiguous block of ``n`` rows (the ranks' blocks, in
+    rank order, tile 0..n and differ in size by at most one)."""
+    rank, world = distributed_context() or (0, 1)
+    return rank * n // world, (rank + 1) * n // world
+
+
+def _wire(tensor: torch.Tensor) -> torch.Tensor:
+    # NCCL moves CUDA tensors only; gloo takes CPU ones
+    if dist.get_backend() == "nccl":
+        return tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    return tensor
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Each value summed over all ranks."""
     # on the trainer's device, which is where NCCL needs it; gloo takes CPU tensors
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
+
+
+_OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
+
+
+def reduce_over_ranks(values: T, op: str = "sum") -> T:
+    """``values`` (a numpy array or a torch tensor) combined elementwise over all ranks with
+    ``op`` ("sum", "min" or "max"); the same type, dtype and device come back."""
+    if distributed_context() is None:
+        return values
+    tensor = torch.from_numpy(np.ascontiguousarray(values)) if isinstance(values, np.ndarray) else values
+    wire = _wire(tensor.clone())
+    dist.all_reduce(wire, op=getattr(dist.ReduceOp, _OPS[op]))
+    if isinstance(values, np.ndarray):
+        return wire.cpu().numpy()  # type: ignore[return-value]
+    return wire.to(tensor.device)  # type: ignore[return-value]
+
+
+def gather_blocks(block: np.ndarray, n: int) -> np.ndarray:
+    """The ranks' `my_block` blocks of rows (each rank passes its own), joined in rank order into
+    all ``n`` rows, on every rank."""
+    context = distributed_context()
+    if context is None:
+        return block
+    world = context[1]
+    sizes = [(r + 1) * n // world - r * n // world for r in range(world)]
+    padded = np.zeros((max(sizes), *block.shape[1:]), dtype=block.dtype)  # all_gather needs equal shapes
+    padded[: len(block)] = block
+    wire = _wire(torch.from_numpy(padded))
+    parts = [torch.empty_like(wire) for _ in range(world)]
+    dist.all_gather(parts, wire)
+    return np.concatenate([part.cpu().numpy()[:size] for part, size in zip(parts, sizes)])
+
+
+@contextmanager
+def raising_together() -> Iterator[None]:
+    """Run a block on every rank; an InputError on any rank is raised on all of them.
+
+    A bad value that one rank meets in its share of the cells would otherwise leave the other
+    ranks waiting at their next collective call until torchrun's timeout.
+    """
+    context = distributed_context()
+    if context is None:
+        yield
+        return
+    message = None
+    try:
+        yield
+    except InputError as err:
+        message = str(err)
+    messages: list[str | None] = [None] * context[1]
+    dist.all_gather_object(messages, message)
+    first = next((m for m in messages if m is not None), None)
+    if first is not None:
+        raise InputError(first)
 
 
 class PhaseLoss(nn.Module):

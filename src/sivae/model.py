@@ -21,14 +21,21 @@ from .data import validate
 from .data.backed import BackedCellMatrix, is_backed, training_matrix
 from .config import ModelConfig, is_int, check_fits_in_memory, resolve_device
 from .data.feature_input import feature_input
-from .data.loaders import CellMatrix
+from .data.loaders import CellMatrix, cells_on_features
 from .data.record import Preprocessing
+from .distributed import gather_blocks, my_block, reduce_over_ranks
 from .module import ModuleConfig, SIVAEModule
 from .sampling import draw_cells
 from .saving import read_model_folder, read_tensors, register, tensor_shapes, write_model_folder
 from .train import PRETRAINING, TrainConfig, Trainer, TrainingData
 
 _CHUNK = 1024  # cells per forward pass when embedding or scoring
+
+
+def _accuracy(sse: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, *, n: int) -> np.ndarray:
+    """1 - MSE / variance per feature, from the sums `_reconstruction_sums` gives over n cells."""
+    var = (s2 / n - (s1 / n) ** 2).clamp_min(1e-12)
+    return (1.0 - (sse / n) / var).numpy()
 
 
 class BaseModel:
@@ -195,9 +202,11 @@ class BaseModel:
             yield chunk, cells.rows(chunk).to(self.device)
 
     @torch.no_grad()
-    def _embed(self, cells: CellMatrix | BackedCellMatrix) -> np.ndarray:
+    def _embed(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray | None = None) -> np.ndarray:
+        """Posterior means of z of ``rows`` of ``cells`` (all of them when None)."""
         self.module.eval()
-        out = [self.module.cell_embedding(x).cpu() for _, x in self._chunks(cells, np.arange(len(cells)))]
+        rows = np.arange(len(cells)) if rows is None else rows
+        out = [self.module.cell_embedding(x).cpu() for _, x in self._chunks(cells, rows)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.n_latent), dtype=np.float32)
 
     @torch.no_grad()
@@ -230,6 +239,14 @@ class BaseModel:
                 counts = CellMatrix(adata[:, self.feature_names].layers[KEYS.COUNTS])
         if counts is not None and not isinstance(counts, CellMatrix):
             counts = CellMatrix(counts)
+        return _accuracy(*self._reconstruction_sums(cells, rows, counts), n=len(rows))
+
+    @torch.no_grad()
+    def _reconstruction_sums(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray,
+                             counts: CellMatrix | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per feature, over ``rows``: squared errors of the reconstruction, and sums of the
+        truth and of its square (float64, (F,) each)."""
+        self.module.eval()
         v_L = self._decoded_features()
         idx = torch.arange(v_L.shape[0], device=self.device)
         sse = torch.zeros(v_L.shape[0], dtype=torch.float64)
@@ -246,14 +263,19 @@ class BaseModel:
             sse += (truth - pred).double().pow(2).sum(0).cpu()
             s1 += truth.double().sum(0).cpu()
             s2 += truth.double().pow(2).sum(0).cpu()
-        n = len(rows)
-        var = (s2 / n - (s1 / n) ** 2).clamp_min(1e-12)
-        return (1.0 - (sse / n) / var).numpy()
+        return sse, s1, s2
 
     def _write_outputs(self) -> None:
         adata, k = self.adata, self.keys
-        embedding, loadings = self._embed(self.cells), self.get_loadings()
-        centrality = self.get_reconstruction_accuracy()
+        # under torchrun each rank embeds and scores its own block of cells, then the ranks share
+        # them: every rank ends with the whole result having read only its share of the file
+        start, stop = my_block(len(self.cells))
+        embedding = gather_blocks(self._embed(self.cells, np.arange(start, stop)), len(self.cells))
+        start, stop = my_block(len(self.train_idx))
+        counts = CellMatrix(adata.layers[KEYS.COUNTS]) if self.config.likelihood == "nb" else None
+        sums = self._reconstruction_sums(self.cells, self.train_idx[start:stop], counts)
+        centrality = _accuracy(*(reduce_over_ranks(t) for t in sums), n=len(self.train_idx))
+        loadings = self.get_loadings()
         for name, values in (("cell embedding", embedding), ("loadings", loadings), ("centrality", centrality)):
             if values is not None and not np.all(np.isfinite(values)):  # never hand back NaN as a result
                 raise TrainingDiverged(f"training diverged: the {name} holds non-finite values, so "
@@ -279,27 +301,7 @@ class BaseModel:
 
     def _other_cells(self, adata: AnnData) -> CellMatrix | BackedCellMatrix:
         """Rows of another AnnData, restricted and ordered to the model's features."""
-        if is_backed(adata):
-            if not np.array_equal(np.asarray(adata.var_names, dtype=str), self.feature_names):
-                raise InputError("a backed AnnData must hold exactly the model's features, in order; "
-                                 "subset it with adata[:, features] before sivae.pp.preprocess")
-            return training_matrix(adata)
-        return CellMatrix(self._aligned_matrix(adata))
-
-    def _aligned_matrix(self, adata: AnnData) -> Any:
-        """adata's matrix restricted and ordered to the model's features, in the training space."""
-        if not isinstance(adata, AnnData):
-            raise InputError(f"expected an AnnData, got {type(adata).__name__}")
-        missing = np.setdiff1d(self.feature_names, np.asarray(adata.var_names, dtype=str))
-        if len(missing):
-            raise InputError(
-                f"{len(missing)} of the model's {len(self.feature_names)} features are missing from the data "
-                f"(e.g. {', '.join(missing[:3])}); embed data measured on the same features"
-            )
-        validate.check_unique_names(adata)
-        X = adata[:, self.feature_names].X
-        validate.check_finite(X, "adata.X")
-        return X
+        return cells_on_features(adata, self.feature_names)
 
     def get_cell_embedding(self, adata: AnnData | None = None, *, preprocess: bool = False) -> np.ndarray:
         """Cell embedding (posterior means of z_{c,1}), C x K, of ``adata`` or the training data.

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     source = _check_input(args.input)
     out, model_dir, checkpoints = _destinations(args, source)
     with _process_group(args.device) as rank:
-        adata = _load(source, args, progress=not args.no_progress and rank == 0)
+        adata = _load_once(source, args, rank=rank)
         model = SIVAE(adata, **_model_options(args))
         mode = {"pretraining": args.pretraining} if args.pretraining else {}
         model.train(max_epochs=args.epochs, checkpoint_dir=checkpoints, resume=args.resume,
@@ -179,6 +179,29 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
     }
     options.update({key: value for key, value in optional.items() if value is not None})
     return options
+
+
+def _load_once(source: Path, args: argparse.Namespace, *, rank: int) -> Any:
+    """IN, ready to train on, in every process, read and preprocessed once.
+
+    In memory (every rank holds the whole matrix anyway) rank 0 reads and preprocesses and the
+    others receive the result; on disk (--backed) every rank takes part, each reading its share
+    of the cells in every preprocessing pass (sivae.data.streaming).
+    """
+    from sivae.distributed import distributed_context, raising_together
+
+    progress = not args.no_progress and rank == 0
+    if args.backed or distributed_context() is None:
+        return _load(source, args, progress=progress)
+    import torch.distributed as dist
+
+    adata = None
+    with raising_together():
+        if rank == 0:
+            adata = _load(source, args, progress=progress)
+    shared = [adata]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def _load(source: Path, args: argparse.Namespace, *, progress: bool) -> Any:

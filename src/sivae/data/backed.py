@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
@@ -63,6 +63,10 @@ class BackedCellMatrix:
         uses a compression filter that is not available, the stored arrays disagree with the
         matrix's shape or with ``obs``/``var``, or ``transform`` does not fit the matrix.
     """
+
+    # rows this process has read from files, over all matrices: a measure of each torchrun
+    # rank's share of the work (tests/test_distributed.py), not used by the package itself
+    rows_read: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -187,6 +191,7 @@ class BackedCellMatrix:
     def _read_rows(self, wanted: np.ndarray) -> sp.csr_matrix:
         """The CSR rows ``wanted`` (sorted, unique), reading runs of adjacent rows in one slice."""
         group = self._group()
+        BackedCellMatrix.rows_read += len(wanted)
         starts, stops = self._indptr[wanted], self._indptr[wanted + 1]  # (R,) each
         indptr = np.zeros(len(wanted) + 1, dtype=np.int64)
         np.cumsum(stops - starts, out=indptr[1:])

@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ..distributed import my_share, reduce_over_ranks
+
 METHODS = ("pca", "downsample")
 
 _CHUNK_VALUES = 2**24  # values per densified chunk of cells in a pass over the data (64 MB)
@@ -120,15 +122,18 @@ def pca_of_transpose(
 
 
 def _gram_times(cells: RowSource, rows: np.ndarray, basis: torch.Tensor) -> torch.Tensor:
-    """A A^T basis for A = X[rows]^T centred per cell, one chunk of cells at a time, (F, k)."""
+    """A A^T basis for A = X[rows]^T centred per cell, one chunk of cells at a time, (F, k).
+
+    A sum over cells: under torchrun each rank takes its share of the chunks and the ranks add
+    their parts, so every rank holds the same result having read only its share of the cells."""
     out = torch.zeros_like(basis)
     step = max(1, _CHUNK_VALUES // max(cells.n_features, 1))
     basis32 = basis.float()
-    for start in range(0, len(rows), step):
+    for start in my_share(range(0, len(rows), step)):
         a = cells.rows(rows[start : start + step]).float()  # (chunk, F)
         a -= a.mean(1, keepdim=True)  # centre each cell (dimension of X^T) over the features
         out += (a.T @ (a @ basis32)).double()
-    return out
+    return reduce_over_ranks(out)
 
 
 def stratified_sample(

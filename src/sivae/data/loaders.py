@@ -12,7 +12,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from anndata import AnnData
 
+from .._errors import InputError
+from . import validate
+from .backed import BackedCellMatrix, is_backed, training_matrix
 from .transform import RowTransform
 
 
@@ -142,3 +146,25 @@ class BlockSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def cells_on_features(adata: AnnData, feature_names: np.ndarray) -> CellMatrix | BackedCellMatrix:
+    """Rows of ``adata`` restricted and ordered to ``feature_names`` (a model's features), in the
+    space the model reads: new cells to embed or score."""
+    if not isinstance(adata, AnnData):
+        raise InputError(f"expected an AnnData, got {type(adata).__name__}")
+    if is_backed(adata):
+        if not np.array_equal(np.asarray(adata.var_names, dtype=str), feature_names):
+            raise InputError("a backed AnnData must hold exactly the model's features, in order; "
+                             "subset it with adata[:, features] before sivae.pp.preprocess")
+        return training_matrix(adata)
+    missing = np.setdiff1d(feature_names, np.asarray(adata.var_names, dtype=str))
+    if len(missing):
+        raise InputError(
+            f"{len(missing)} of the model's {len(feature_names)} features are missing from the data "
+            f"(e.g. {', '.join(missing[:3])}); embed data measured on the same features"
+        )
+    validate.check_unique_names(adata)
+    X = adata[:, feature_names].X
+    validate.check_finite(X, "adata.X")
+    return CellMatrix(X)

@@ -5,6 +5,10 @@ what the in-memory steps would (library sizes, constant features, highly variabl
 feature's mean and standard deviation after log-normalisation) from sums over chunks of stored
 rows, never holding more than one chunk, and records them in obs, var and uns. The values
 themselves are normalised, log-transformed and z-scored per training batch (`RowTransform`).
+
+Under torchrun each rank reads every world_size-th chunk of rows and the ranks combine their sums
+(`sivae.distributed`), so a pass costs each rank its share of the file; every rank ends with the
+same statistics, as one process would compute them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .._constants import KEYS
 from .._errors import InputError
+from ..distributed import my_share, raising_together, reduce_over_ranks
 from .backed import BackedCellMatrix, backed_matrix
 from .record import PreprocessRecord, kept_features, scaled_record, subset_features
 from .transform import RowTransform
@@ -49,6 +54,12 @@ class _Moments:
         self.total_sq += np.bincount(block.indices, weights=values**2, minlength=self.n_features)
         self.n_cells += block.shape[0]
 
+    def combine_ranks(self) -> None:
+        """Sums over every rank's cells (a no-op in one process)."""
+        self.total = reduce_over_ranks(self.total)
+        self.total_sq = reduce_over_ranks(self.total_sq)
+        self.n_cells = int(reduce_over_ranks(np.array([self.n_cells]))[0])
+
     def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and unbiased (ddof=1) variance, as scanpy's and our in-memory steps compute them."""
         n = self.n_cells
@@ -72,6 +83,11 @@ class _Range:
     def add(self, block: sp.csr_matrix) -> None:
         self.low = np.minimum(self.low, block.min(axis=0).toarray().ravel())
         self.high = np.maximum(self.high, block.max(axis=0).toarray().ravel())
+
+    def combine_ranks(self) -> None:
+        """Extremes over every rank's cells (a no-op in one process)."""
+        self.low = reduce_over_ranks(self.low, "min")
+        self.high = reduce_over_ranks(self.high, "max")
 
 
 def preprocess_backed(
@@ -105,10 +121,13 @@ def preprocess_backed(
     normalised = _Moments(len(columns))
     logged = _Moments(len(columns))
     normalise = RowTransform(library_size=library, target_sum=target_sum, columns=columns)
-    for _, block in _chunks(matrix, normalise, "pass 2 of 2: feature statistics", progress):
-        normalised.add(block)
-        np.log1p(block.data, out=block.data)
-        logged.add(block)
+    with raising_together():
+        for _, block in _chunks(matrix, normalise, "pass 2 of 2: feature statistics", progress):
+            normalised.add(block)
+            np.log1p(block.data, out=block.data)
+            logged.add(block)
+    normalised.combine_ranks()
+    logged.combine_ranks()
     subset_features(adata, keep)
     hvg = _seurat_dispersions(*normalised.mean_var())
     selected = n_top_genes is not None and n_top_genes < adata.n_vars
@@ -141,9 +160,12 @@ def scale_backed(adata: AnnData, *, max_value: float | None, progress: bool = Tr
     matrix = backed_matrix(adata, transform=None)
     columns = _file_columns(adata, matrix)
     moments, extent = _Moments(len(columns)), _Range(len(columns))
-    for _, block in _chunks(matrix, RowTransform(columns=columns), "feature statistics", progress):
-        moments.add(block)
-        extent.add(block)
+    with raising_together():
+        for _, block in _chunks(matrix, RowTransform(columns=columns), "feature statistics", progress):
+            moments.add(block)
+            extent.add(block)
+    moments.combine_ranks()
+    extent.combine_ranks()
     keep = kept_features(extent.low == extent.high, drop=True, where="the backed matrix")
     mean, var = moments.mean_var()
     subset_features(adata, keep)
@@ -156,10 +178,13 @@ def _chunks(
     matrix: BackedCellMatrix, transform: RowTransform, what: str, progress: bool
 ) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
     """Consecutive blocks of stored rows (at most about _CHUNK_VALUES values each) after the
-    sparse steps of ``transform``, refusing NaN and infinite values."""
-    bar = tqdm(total=len(matrix), disable=not progress, unit="cell", desc=what, dynamic_ncols=True)
+    sparse steps of ``transform``, refusing NaN and infinite values; under torchrun, this
+    rank's share of the blocks."""
+    chunks = my_share(matrix.row_chunks(_CHUNK_VALUES))
+    bar = tqdm(total=sum(stop - start for start, stop in chunks), disable=not progress, unit="cell",
+               desc=what, dynamic_ncols=True)
     try:
-        for start, stop in matrix.row_chunks(_CHUNK_VALUES):
+        for start, stop in chunks:
             rows = np.arange(start, stop)
             block = transform.sparse_steps(matrix.stored_rows(start, stop), rows)
             if not np.all(np.isfinite(block.data)):
@@ -176,15 +201,17 @@ def _scan_counts(
 ) -> tuple[np.ndarray, _Range]:
     """Pass 1: refuse non-counts; per-cell totals and per-feature minimum and maximum."""
     totals, extent = np.zeros(len(matrix)), _Range(len(columns))
-    for rows, block in _chunks(matrix, RowTransform(columns=columns), "pass 1 of 2: counts", progress):
-        if np.any(block.data < 0) or np.any(block.data != np.rint(block.data)):
-            raise InputError(
-                f"{matrix.key} of {str(matrix.path)!r} holds negative or non-integer values, so "
-                "it is not raw counts; for normalised data use sivae.pp.scale_features instead"
-            )
-        totals[rows] = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
-        extent.add(block)
-    return totals, extent
+    with raising_together():
+        for rows, block in _chunks(matrix, RowTransform(columns=columns), "pass 1 of 2: counts", progress):
+            if np.any(block.data < 0) or np.any(block.data != np.rint(block.data)):
+                raise InputError(
+                    f"{matrix.key} of {str(matrix.path)!r} holds negative or non-integer values, so "
+                    "it is not raw counts; for normalised data use sivae.pp.scale_features instead"
+                )
+            totals[rows] = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
+            extent.add(block)
+    extent.combine_ranks()
+    return reduce_over_ranks(totals), extent  # each cell's total comes from the one rank that read it
 
 
 # -- what the in-memory steps compute, from the moments --------------------------------------------
