@@ -132,7 +132,10 @@ def scvi_child(folder: str, kind: str, k_latent: str, epochs: str, seed: str, wi
     # runs under the scvi-tools virtualenv: only anndata, numpy and scvi are imported here
     import anndata
     import scvi
+    import torch
 
+    if "OMP_NUM_THREADS" in os.environ:  # the parent's thread count, whatever scvi-tools' imports set
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     scvi.settings.seed = int(seed)
     train = anndata.read_h5ad(Path(folder) / "train.h5ad")
     test = anndata.read_h5ad(Path(folder) / "test.h5ad")

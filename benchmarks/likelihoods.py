@@ -36,6 +36,17 @@ from make_report import add_arguments, command_line, out_dir, write_result  # no
 MODELS = ("siVAE-NB", "LDVAE", "scvi LinearSCVI", "scvi SCVI")
 
 
+def restore_threads() -> None:
+    """Torch's thread count back to OMP_NUM_THREADS when it is set (our models and scvi-tools'
+    child then run on the same number of threads)."""
+    import os
+
+    import torch
+
+    if "OMP_NUM_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def nll_per_cell(counts: np.ndarray, rho_or_mu: np.ndarray, theta: np.ndarray, *, is_mu: bool) -> np.ndarray:
     """Summed NB NLL of each cell's counts; mu = observed library x rho unless ``is_mu``."""
     import torch
@@ -109,6 +120,7 @@ def run(args: argparse.Namespace, models: list[str]) -> list[dict[str, Any]]:
         folds = stratified_folds(adata.obs["cell_type"], n_folds=args.folds, seed=seed)[: args.use_folds]
         for fold, (tr, te) in enumerate(folds):
             train, test = split_fold(adata, tr, te, preprocess_mode="counts", n_top_genes=2000)
+            restore_threads()  # scanpy's numba kernels reset the OpenMP pool to every core
             for name in models:
                 t0 = time.perf_counter()
                 if name.startswith("scvi "):

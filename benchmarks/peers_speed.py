@@ -16,6 +16,7 @@ measured inside that process. Skipped with a printed note when it is absent.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     adata = synthetic_counts() if args.data == "synthetic" else sivae.datasets.pbmc3k()
     tr, te = stratified_folds(adata.obs["cell_type"], n_folds=5, seed=0)[0]
     train, test = split_fold(adata, tr, te, preprocess_mode="counts", n_top_genes=2000)
+    import torch
+
+    # one thread for every model (scvi-tools' child too), set after preprocessing: scanpy's numba
+    # kernels reset the OpenMP pool to every core, and oversubscribed threads made our epochs
+    # look up to 8x slower under load in an earlier run
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by scvi-tools' child process
     table = []
     for name in models:
         result = peer(name, train, test, args) if name.startswith("scvi ") else ours(name, train, args)

@@ -71,8 +71,10 @@ def child(spec: dict) -> dict:
     from sivae._constants import KEYS
     from sivae.tl.metrics import knn_accuracy
 
-    torch.set_num_threads(1)
     adata = load(spec["dataset"], spec["cells"], spec["features"])
+    # after loading: scanpy's numba kernels reset the OpenMP pool to every core, and two threads
+    # on a machine whose other core is busy spin against each other (8x slower epochs here)
+    torch.set_num_threads(1)
     cls = getattr(sivae, spec["model"])
     options = dict(n_latent=N_LATENT, seed=spec["seed"], device="cpu")
     from train_speed import as_anndata, synthetic
