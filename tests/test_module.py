@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from torch.distributions import NegativeBinomial, Normal, kl_divergence
 
 import sivae.module
+from sivae.data.loaders import CellMatrix
 from sivae.module import Batch, CellVAE, ModuleConfig, SIVAEModule
-from sivae.nn.likelihoods import gaussian_nll, negative_binomial_nll
+from sivae.nn.likelihoods import gaussian_nll, negative_binomial_nll, negative_binomial_nll_per_cell
 from sivae.nn.mlp import kl_standard_normal
 
 N_CELLS, N_FEATURES, C_RED, K = 10, 12, 5, 2
@@ -67,6 +69,31 @@ def test_negative_binomial_nll_matches_torch() -> None:
     # the module computes in float32: still close on the same grid, large counts included
     got32 = negative_binomial_nll(x.float(), mu.float(), theta.float()).double()
     torch.testing.assert_close(got32, expected, rtol=1e-4, atol=5e-2)
+
+
+def _sparse_counts(n_cells: int, n_features: int, seed: int) -> torch.Tensor:
+    # mostly zeros, as scRNA-seq counts are; an empty cell and a huge count
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.poisson(torch.rand(n_cells, n_features, generator=g) * 30, generator=g) + 1
+    counts *= torch.rand(n_cells, n_features, generator=g) < 0.1
+    counts[0], counts[1, 0] = 0.0, 1e4
+    return counts
+
+
+def test_negative_binomial_nll_per_cell_equals_the_elementwise_sum() -> None:
+    # float32, as training runs; theta up to 1e3, where theta log theta alone dwarfs each entry's NLL
+    g = torch.Generator().manual_seed(4)
+    x = _sparse_counts(16, 300, seed=4)
+    mu = (2000 * torch.softmax(2 * torch.randn(16, 300, generator=g), -1)).requires_grad_()
+    theta = (10 ** (4.3 * torch.rand(300, generator=g) - 1.3)).requires_grad_()
+    expected = negative_binomial_nll(x, mu, theta).sum(1)
+    grads = torch.autograd.grad(expected.sum(), (mu, theta))
+    stored_zero = torch.tensor([[0], [5]])  # a sparse matrix may store zeros: they add nothing
+    for nonzero in (None, torch.cat([x.nonzero().T, stored_zero], 1)):
+        got = negative_binomial_nll_per_cell(x, mu, theta, nonzero)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-3)
+        for a, b in zip(torch.autograd.grad(got.sum(), (mu, theta)), grads):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_gaussian_nll_matches_torch() -> None:
@@ -236,6 +263,24 @@ def test_nb_loss_is_finite_and_predictions_are_proportions() -> None:
     rho = module.predict(torch.log1p(counts), module.weight, idx)  # eq. 15: softmax over features
     assert rho.shape == (N_CELLS, N_FEATURES) and (rho >= 0).all()
     torch.testing.assert_close(rho.sum(1), torch.ones(N_CELLS))
+
+
+def test_nb_loss_equals_the_elementwise_formula(no_noise: None) -> None:
+    # the module runs the lgamma terms at nonzero counts alone, at positions the loader reads from
+    # the sparse counts or found from the batch: the loss is the elementwise formula's either way
+    torch.manual_seed(0)
+    module = CellVAE(ModuleConfig(**{**TINY.__dict__, "n_features": 40, "likelihood": "nb"}))
+    with torch.no_grad():
+        module.log_theta.normal_(0, 2)
+    counts = _sparse_counts(N_CELLS, 40, seed=5)
+    batch = _nb_batch(counts)
+    z_L = module.decoder(module.encoder(batch.x)[0])
+    logits = module.observation_mean(z_L, module.weight, batch.feature_idx)
+    mu = batch.library[:, None] * torch.softmax(logits, -1)
+    expected = negative_binomial_nll(counts, mu, module.log_theta.exp()).sum(1).mean()
+    torch.testing.assert_close(module.loss(batch).recon, expected, rtol=1e-5, atol=0)
+    batch.target_nonzero = CellMatrix(sp.csr_matrix(counts.numpy())).nonzero(np.arange(N_CELLS))
+    torch.testing.assert_close(module.loss(batch).recon, expected, rtol=1e-5, atol=0)
 
 
 # -- sampling from the generative model -----------------------------------------------------------

@@ -8,12 +8,13 @@ import pathlib
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 import sivae.module
 import sivae.train
 from sivae.data.loaders import BlockSampler, CellMatrix
-from sivae.module import ModuleConfig, SIVAEModule
+from sivae.module import CellVAE, ModuleConfig, SIVAEModule
 from sivae.train import TrainConfig, Trainer, TrainingData
 
 N_CELLS, N_FEATURES, C_RED = 150, 20, 6
@@ -166,6 +167,43 @@ def test_training_on_feature_minibatches(data: TrainingData) -> None:
     last = {h["phase"]: h for h in history}
     assert all(math.isfinite(h["val"]) for h in last.values())
     assert math.isfinite(trainer.evaluate("joint"))
+
+
+# -- counts for the NB likelihood -----------------------------------------------------------------
+def _positions(nonzero: torch.Tensor, n_features: int) -> torch.Tensor:
+    return torch.sort(nonzero[0] * n_features + nonzero[1]).values
+
+
+def test_cell_matrix_lists_the_nonzeros_of_its_rows() -> None:
+    counts = sp.random(30, N_FEATURES, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    idx = np.array([7, 0, 21, 3])
+    counts.data[counts.indptr[idx[0]]] = 0.0  # a stored zero may be listed: NB adds nothing for it
+    for source, stored_zeros in ((CellMatrix(counts), 1), (CellMatrix(counts.toarray()), 0)):
+        got = _positions(source.nonzero(idx), N_FEATURES)
+        rows = source.rows(idx)
+        assert set(_positions(rows.nonzero().T, N_FEATURES).tolist()) <= set(got.tolist())
+        assert len(got) == (rows != 0).sum() + stored_zeros
+    # an entry stored twice is one count, the sum, and is listed once
+    twice = sp.csr_matrix((np.array([2.0, 3.0, 1.0], dtype=np.float32), [4, 4, 0], [0, 2, 3]),
+                          shape=(2, N_FEATURES))
+    assert torch.equal(CellMatrix(twice).nonzero(np.array([0, 1])), torch.tensor([[0, 1], [4, 0]]))
+
+
+def test_nb_batches_carry_where_the_counts_are_nonzero() -> None:
+    counts = sp.random(60, N_FEATURES, density=0.2, random_state=2, format="csr", dtype=np.float32)
+    counts.data = np.ceil(counts.data * 50)
+    data = TrainingData(cells=CellMatrix(np.log1p(counts.toarray())), train_idx=np.arange(48),
+                        val_idx=np.arange(48, 60), counts=CellMatrix(counts))
+    config = ModuleConfig(n_features=N_FEATURES, n_latent=2, encoder_hidden=(8,), decoder_hidden=(8,),
+                          likelihood="nb")
+    trainer = Trainer(CellVAE(config), data, TrainConfig(max_epochs=1, batch_size=16, seed=0), progress=False)
+    cells = np.array([5, 40, 2, 17])
+    batch = trainer._batch(cells, np.arange(N_FEATURES))
+    torch.testing.assert_close(batch.target, torch.from_numpy(counts[cells].toarray()))
+    assert torch.equal(_positions(batch.target_nonzero, N_FEATURES),
+                       _positions(batch.target.nonzero().T, N_FEATURES))
+    # a block of some features: the positions would be in the wrong columns, so none are passed
+    assert trainer._batch(cells, np.arange(5)).target_nonzero is None
 
 
 # -- BlockSampler ---------------------------------------------------------------------------------

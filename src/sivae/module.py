@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F_
 
-from .nn.likelihoods import gaussian_nll, negative_binomial_nll
+from .nn.likelihoods import gaussian_nll, negative_binomial_nll_per_cell
 from .nn.mlp import GaussianEncoder, decoder, kl_standard_normal, reparameterize
 
 LIKELIHOODS = ("gaussian", "nb")
@@ -51,6 +51,8 @@ class Batch:
     n_cells: int  # training cells in the full data set
     n_features: int  # features in the full data set
     library: torch.Tensor | None = None  # (B,) total counts per cell, "nb" only
+    # (2, nnz) cell and feature of every nonzero count in target, "nb" only; None: found from target
+    target_nonzero: torch.Tensor | None = None
     # siVAE's step 2 over all training cells at once (the trainer's fast path): cells then None
     statistics: CellStatistics | None = None
 
@@ -150,18 +152,19 @@ class CellVAE(nn.Module):
         return z_L @ v_L.T + self.bias[idx]  # (B, f_b)
 
     def nll(self, z_L: torch.Tensor, v_L: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """-log p(target | z_L, v_L), elementwise, (B, f_b)."""
+        """-log p(target | z_L, v_L) summed over the block's features, (B,)."""
         idx = batch.feature_idx
         mean = self.observation_mean(z_L, v_L, idx)
         if self.config.likelihood == "nb":
             # eq. 15-17: softmax over all features, scaled by the observed library size.
             mu = batch.library[:, None] * torch.softmax(mean, dim=-1)
-            return negative_binomial_nll(batch.target, mu, self.log_theta[idx].exp())
+            return negative_binomial_nll_per_cell(batch.target, mu, self.log_theta[idx].exp(),
+                                                  batch.target_nonzero)
         if self.config.variance == "cell":
             var = F_.softplus(self.variance_head(z_L)) + _MIN_VARIANCE  # (B, 1)
         else:
             var = self.log_var[idx].exp() + _MIN_VARIANCE  # (f_b,)
-        return gaussian_nll(batch.target, mean, var)
+        return gaussian_nll(batch.target, mean, var).sum(1)
 
     def encode_cells(self, x: torch.Tensor, phase: str = "cell") -> EncodedCells:
         """Encode, sample, decode (eq. 1-2): what every feature block of these cells shares."""
@@ -178,9 +181,8 @@ class CellVAE(nn.Module):
         """The loss of ``batch``'s block given its cells already encoded (``loss`` = encode + score)."""
         if v_L is None:
             v_L = self.weight[batch.feature_idx]
-        nll = self.nll(cells.z_L, v_L, batch)
-        scale = batch.n_features / nll.shape[1]  # features in the block -> all features
-        return Losses(recon=scale * nll.sum(1).mean(), kl_cells=cells.kl.mean())
+        scale = batch.n_features / len(batch.feature_idx)  # features in the block -> all features
+        return Losses(recon=scale * self.nll(cells.z_L, v_L, batch).mean(), kl_cells=cells.kl.mean())
 
     def loss(self, batch: Batch, phase: str = "cell") -> Losses:
         return self.score(batch, self.encode_cells(batch.x), phase=phase)

@@ -77,8 +77,7 @@ class Trainer:
         )
         self.history: list[dict[str, Any]] = []
         # seconds of each epoch's parts: {"phase", "epoch", "train", "evaluate", "train_cpu",
-        # "evaluate_cpu"} (not in
-        # checkpoints, which keep only what a resumed run must reproduce)
+        # "evaluate_cpu"} (not in checkpoints, which keep only what a resumed run must reproduce)
         self.timings: list[dict[str, Any]] = []
         self.library = None if data.counts is None else torch.from_numpy(data.counts.row_sums())
         self._trainable: dict[int, bool] | None = None
@@ -113,7 +112,7 @@ class Trainer:
         return self._block(self._cell_rows(cell_idx), feature_idx)
 
     def _feature_batch(self, feature_idx: np.ndarray, statistics: CellStatistics) -> Batch:
-        batch = self._block((None, None, None), feature_idx)
+        batch = self._block((None,) * 4, feature_idx)
         batch.statistics = statistics
         return batch
 
@@ -138,27 +137,29 @@ class Trainer:
         return total
 
     def _cell_rows(self, cell_idx: np.ndarray | None) -> tuple[torch.Tensor | None, ...]:
-        # (x, counts, library) of a batch of cells on the device, read once for every block
+        # (x, counts, library, where counts are nonzero) of a batch of cells, read once for every block
         if cell_idx is None:
-            return None, None, None
+            return (None,) * 4
         x = self.data.cells.rows(cell_idx).to(self.device)
         if self.data.counts is None:
-            return x, None, None
-        counts = self.data.counts.rows(cell_idx)
-        return x, counts, self.library[torch.from_numpy(cell_idx)].to(self.device)
+            return x, None, None, None
+        counts, nonzero = self.data.counts.rows(cell_idx), self.data.counts.nonzero(cell_idx)
+        return x, counts, self.library[torch.from_numpy(cell_idx)].to(self.device), nonzero.to(self.device)
 
     def _block(self, rows: tuple[torch.Tensor | None, ...], feature_idx: np.ndarray) -> Batch:
-        x, counts, library = rows
+        x, counts, library, nonzero = rows
         fidx = torch.from_numpy(np.asarray(feature_idx, dtype=np.int64))
         feature_x = None if self.data.feature_x is None else self.data.feature_x[fidx].to(self.device)
+        everything = len(fidx) == self.data.n_features  # the sampler's blocks are sorted: all, in order
         target = None
         if counts is not None:
-            target = counts[:, fidx].to(self.device)
+            target = (counts if everything else counts[:, fidx]).to(self.device)
         elif x is not None:
-            target = x if len(fidx) == self.data.n_features else x[:, fidx.to(self.device)]
+            target = x if everything else x[:, fidx.to(self.device)]
         return Batch(
             x=x, target=target, feature_idx=fidx.to(self.device), feature_x=feature_x,
             n_cells=len(self.data.train_idx), n_features=self.data.n_features, library=library,
+            target_nonzero=nonzero if everything else None,  # positions in all features' columns
         )
 
     # -- one epoch, one evaluation ----------------------------------------------------------------
@@ -440,8 +441,7 @@ class Trainer:
         """Train every phase; returns the per-epoch history (also kept in ``self.history``).
 
         An epoch's ``"val"`` is NaN where it was not evaluated (between evaluations, see
-        ``eval_interval``); ``self.timings`` holds each epoch's
-        seconds of training and of held-out evaluation.
+        ``eval_interval``); ``self.timings`` holds each epoch's seconds of training and of evaluation.
         """
         torch.manual_seed(self.config.seed + self.rank)  # each rank its own noise; rank 0 as when alone
         phases = list(self.module.phases)

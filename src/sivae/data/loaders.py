@@ -58,6 +58,19 @@ class CellMatrix:
             return torch.from_numpy(self._sparse[idx].toarray())
         return torch.from_numpy(self.transform.apply(self._sparse[idx], np.asarray(idx)))
 
+    def nonzero(self, idx: np.ndarray) -> torch.Tensor:
+        """Row (position in ``idx``) and column of every nonzero of ``rows(idx)``, once, (2, nnz) int64.
+
+        From a sparse matrix's own structure (stored zeros included), which costs a fraction of
+        finding them in the dense rows: the NB likelihood's lgamma terms run there alone.
+        """
+        if self._sparse is None or self.transform is not None:
+            return torch.nonzero(self.rows(idx)).T
+        block = self._sparse[idx]
+        block.sum_duplicates()  # a copy: entries stored twice are one entry of rows(idx)
+        rows = np.repeat(np.arange(block.shape[0], dtype=np.int64), np.diff(block.indptr))
+        return torch.from_numpy(np.stack([rows, block.indices.astype(np.int64)]))
+
     def row_sums(self) -> np.ndarray:
         """Per-cell totals of the stored values, before any transform (library sizes), (C,)."""
         if self._dense is not None:

@@ -31,3 +31,37 @@ def negative_binomial_nll(
         - torch.lgamma(x + 1.0)
     )
     return -log_prob
+
+
+def negative_binomial_nll_per_cell(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, nonzero: torch.Tensor | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """``negative_binomial_nll(x, mu, theta).sum(1)``, (B,), with the lgamma terms at nonzero x only.
+
+    At x = 0 the three lgamma terms cancel exactly and the x term vanishes, leaving
+    theta * (log theta - log(theta + mu)). Counts are mostly zeros (91% of pbmc3k's 2,000 most
+    variable genes), and lgamma and its gradient digamma cost 20-70x a log per element on a CPU:
+    over all B x F entries the likelihood took 8.7 ms of a 13.5 ms training step (128 cells x
+    2,000 genes, one thread; a gaussian step took 6); this form takes 2.5 ms.
+
+    ``nonzero`` (2, nnz) lists the row and column of every nonzero of ``x`` once (stored zeros may
+    be listed too), as a sparse matrix knows them (loaders.CellMatrix.nonzero); None: found from ``x``.
+    """
+    if nonzero is None:
+        nonzero = x.nonzero().T
+    rows, cols = nonzero
+    log_theta_mu = torch.log(mu + (theta + eps))  # (B, F)
+    # every entry as if x were 0, summed per cell by a matrix-vector product; the difference is
+    # taken per entry, as in negative_binomial_nll: theta log theta alone is large, the term small
+    log_prob = (torch.log(theta + eps) - log_theta_mu) @ theta  # (B,)
+    x_nz, theta_nz, mu_nz = x[rows, cols], theta[cols], mu[rows, cols]  # (nnz,)
+    log_prob_nz = (
+        x_nz * (torch.log(mu_nz + eps) - torch.log(theta_nz + mu_nz + eps))
+        + torch.lgamma(x_nz + theta_nz)
+        - torch.lgamma(theta)[cols]  # lgamma of F values, gathered, not of nnz
+        - torch.lgamma(x_nz + 1.0)
+    )
+    # placed, then summed per cell: index_add would sum them with atomics on a GPU, in no fixed order
+    at_nonzero = torch.zeros_like(log_theta_mu).index_put_((rows, cols), log_prob_nz)  # (B, F)
+    return -(log_prob + at_nonzero.sum(1))
