@@ -163,22 +163,40 @@ def add_ratios(table: list[dict]) -> None:
         r["cpu_ratio"] = r["cpu_s"] / vae["cpu_s"] if vae else None
 
 
+GRID_EPOCHS = (3, 200)  # issue 14's cost grid; other N (the accuracy seeds) are reported beside it
+
+
 def claims(table: list[dict]) -> list[dict]:
+    import numpy as np
+
     si = [r for r in table if r["model"] == "SIVAE" and r["code"] == "new" and r["cpu_ratio"] is not None]
     if not si:
         return []
     out = []
     for mode in dict.fromkeys(r["pretraining"] for r in si):
-        rows = [r for r in si if r["pretraining"] == mode]
-        worst = max(rows, key=lambda r: r["cpu_ratio"])
-        figures = "; ".join(f"{r['dataset']} N={r['max_epochs']}: {r['wall_ratio']:.2f} wall, {r['cpu_ratio']:.2f} CPU"
-                            for r in rows)
+        points: dict[tuple[str, int], list[dict]] = {}
+        for r in si:
+            if r["pretraining"] == mode:
+                points.setdefault((r["dataset"], r["max_epochs"]), []).append(r)
+
+        def figure(key: tuple[str, int]) -> str:
+            cpu = np.array([r["cpu_ratio"] for r in points[key]])
+            spread = f" (range {cpu.min():.2f}-{cpu.max():.2f}, {len(cpu)} seeds)" if len(cpu) > 1 else ""
+            return f"{key[0]} N={key[1]}: {cpu.mean():.2f} CPU{spread}"
+
+        grid = [key for key in points if key[1] in GRID_EPOCHS] or list(points)
+        others = [key for key in points if key not in grid]
+        worst = max(np.mean([r["cpu_ratio"] for r in points[key]]) for key in grid)
         old = [r for r in table if r["model"] == "SIVAE" and r["code"] != "new" and r["cpu_ratio"] is not None]
         before = "; ".join(f"{r['dataset']} N={r['max_epochs']}: {r['cpu_ratio']:.2f} CPU" for r in old)
-        out.append({"claim": f"siVAE trains in time comparable to a VAE (whole run, early stopping, pretraining={mode!r})",
+        text = "siVAE/VAE " + "; ".join(map(figure, grid))
+        if others:
+            text += "; outside the grid: " + "; ".join(map(figure, others))
+        out.append({"claim": f"siVAE trains in time comparable to a VAE (whole run, early stopping, pretraining={mode!r}, "
+                             f"at most 1.5x at N in {GRID_EPOCHS})",
                     "paper": "comparable training time to a standard VAE",
-                    "ours": f"siVAE/VAE {figures}" + (f" (code before issue 14: {before})" if before else ""),
-                    "reproduced": "yes" if worst["cpu_ratio"] <= 1.5 else "no"})
+                    "ours": text + (f" (code before issue 14: {before})" if before else ""),
+                    "reproduced": "yes" if worst <= 1.5 else "no"})
     return out + accuracy_claims(table)
 
 
