@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, default=0.03, help="fraction of non-zero counts")
     parser.add_argument("--measure-cells", type=int, default=2_560, help="cells per timed epoch")
     parser.add_argument("--parts", default="cells,features,latent", help="which grids to run")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON (default benchmarks/results/)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -221,10 +222,10 @@ def main() -> None:
             g["n_latent"][-1] - g["n_latent"][0])
         print(f"joint step: {per * 1e3:+.1f} ms per 10k cells for every embedding dimension")
         results["latent"] = {"backed": runs, "joint_s_per_10k_cells_per_dim": per}
-    RESULTS.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     name = "scale_quick" if args.quick else "scale"
     suffix = "" if args.device == "cpu" else f"_{args.device}"
-    out = RESULTS / f"{name}{suffix}.json"
+    out = args.out / f"{name}{suffix}.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"\nwrote {out}")
 

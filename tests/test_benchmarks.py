@@ -28,8 +28,8 @@ QUICK_TIMEOUT_S = 600  # a guard against a hung script; quick runs take seconds 
 # The one place where a script may depart from the contract, and why. "skip": not run here;
 # "legacy": its --out is a JSON file path and only the listed fields are required.
 EXCEPTIONS: dict[str, dict] = {
-    "scale.py": {"skip": "its --quick takes several minutes and ~1 GB of disk, over the suite's budget, and it "
-                         "has no --out (writes benchmarks/results/scale_quick.json); run it by hand"},
+    "scale.py": {"skip": "its --quick takes several minutes and ~1 GB of disk, over the suite's budget; run it "
+                         "by hand (--out DIR writes DIR/scale_quick.json)"},
     "train_speed.py": {"legacy": ("table", "settings", "machine"),
                        "why": "written before the contract: --out is a file path, no benchmark/paper/command fields"},
 }
