@@ -103,6 +103,20 @@ def test_world_size_without_torchrun_is_one_sentence(tmp_path: Path, capsys: pyt
     assert "WORLD_SIZE is 2" in err and "torchrun" in err
 
 
+@needs_distributed
+def test_an_input_error_on_rank_zero_stops_every_rank(tmp_path: Path) -> None:
+    # rank 0 alone reads and preprocesses in memory; values that are not counts must end both
+    # processes with the sentence, not leave rank 1 waiting for the broadcast until a timeout
+    data = _two_groups(tmp_path / "scaled.h5ad", n_cells=200)
+    result = _torchrun("-m", "sivae", "fit", str(data), "-o", str(tmp_path / "out.h5ad"), "--no-progress",
+                       timeout=120)
+    assert result.returncode != 0
+    sentences = [line for line in result.stderr.splitlines() if line.startswith("sivae: error:")]
+    assert len(sentences) == N_PROCESSES, result.stderr[-3000:]  # each rank says it, rank 1 too
+    assert all("must hold counts" in line for line in sentences)
+    assert not (tmp_path / "out.h5ad").exists()
+
+
 # -- the trainer on two ranks ---------------------------------------------------------------------
 @needs_distributed
 def test_ranks_hold_one_model_and_resume_exactly(tmp_path: Path) -> None:

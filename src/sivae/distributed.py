@@ -62,10 +62,7 @@ def _wire(tensor: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Each value summed over all ranks."""
-    # on the trainer's device, which is where NCCL needs it; gloo takes CPU tensors
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.tolist()
+    return reduce_over_ranks(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
 
 
 _OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
@@ -102,25 +99,31 @@ def gather_blocks(block: np.ndarray, n: int) -> np.ndarray:
 
 @contextmanager
 def raising_together() -> Iterator[None]:
-    """Run a block on every rank; an InputError on any rank is raised on all of them.
+    """Run a block on every rank; an error on any rank is raised on all of them.
 
-    A bad value that one rank meets in its share of the cells would otherwise leave the other
-    ranks waiting at their next collective call until torchrun's timeout.
+    A bad value that one rank meets in its share of the cells (or rank 0 alone reading the
+    input) would otherwise leave the other ranks waiting at their next collective call until
+    torchrun's timeout. The failing rank raises its own error; the others an InputError with
+    its sentence, or a RuntimeError naming it where it was not an InputError.
     """
     context = distributed_context()
     if context is None:
         yield
         return
-    message = None
+    failure: Exception | None = None
     try:
         yield
-    except InputError as err:
-        message = str(err)
-    messages: list[str | None] = [None] * context[1]
-    dist.all_gather_object(messages, message)
-    first = next((m for m in messages if m is not None), None)
+    except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks heard of it
+        failure = err
+    report = None if failure is None else (isinstance(failure, InputError), str(failure))
+    reports: list[tuple[bool, str] | None] = [None] * context[1]
+    dist.all_gather_object(reports, report)
+    if failure is not None:
+        raise failure
+    first = next((r for r in reports if r is not None), None)
     if first is not None:
-        raise InputError(first)
+        is_input, message = first
+        raise InputError(message) if is_input else RuntimeError(f"another process failed: {message}")
 
 
 class PhaseLoss(nn.Module):

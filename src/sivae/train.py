@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ._errors import InputError, TrainingDiverged
 from .checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from .data.loaders import BlockSampler
-from .distributed import PhaseLoss, all_reduce_sum, distributed_context
+from .distributed import PhaseLoss, all_reduce_sum, distributed_context, reduce_over_ranks
 from .module import Batch, CellStatistics, Losses
 from .schedule import Stopper, converged, count_flops, plan
 from .train_config import PRETRAINING, TrainConfig, TrainingData, default_feature_batch
@@ -131,9 +131,8 @@ class Trainer:
             total = CellStatistics(0.0, *(torch.zeros_like(t) for t in shapes.as_tensors()))
         if self.world_size > 1:
             tensors = total.as_tensors()
-            for t in tensors:
-                dist.all_reduce(t, op=dist.ReduceOp.SUM)
-            total = CellStatistics(all_reduce_sum([total.n], self.device)[0], *tensors)
+            total = CellStatistics(all_reduce_sum([total.n], self.device)[0],
+                                   *(reduce_over_ranks(t) for t in tensors))
         return total
 
     def _cell_rows(self, cell_idx: np.ndarray | None) -> tuple[torch.Tensor | None, ...]:
