@@ -30,21 +30,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_quality import SCVI_PYTHON, ScviEmbedder, scvi_available, subsample  # noqa: E402
+from embedding_quality import SCVI_PYTHON, ScviEmbedder, restore_threads, scvi_available, subsample  # noqa: E402
 from make_report import add_arguments, command_line, out_dir, write_result  # noqa: E402
 
 MODELS = ("siVAE-NB", "LDVAE", "scvi LinearSCVI", "scvi SCVI")
-
-
-def restore_threads() -> None:
-    """Torch's thread count back to OMP_NUM_THREADS when it is set (our models and scvi-tools'
-    child then run on the same number of threads)."""
-    import os
-
-    import torch
-
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def nll_per_cell(counts: np.ndarray, rho_or_mu: np.ndarray, theta: np.ndarray, *, is_mu: bool) -> np.ndarray:

@@ -145,6 +145,16 @@ def test_model_trained_on_one_fold_never_saw_the_other():
     assert model.get_cell_embedding().shape == (len(folds[0][0]), 2)
 
 
+def test_model_embedder_trains_by_the_procedure_it_is_given():
+    adata = _planted_counts(n_per_type=20)
+    folds = ev.stratified_folds(adata.obs[KEYS.CELL_TYPE], n_folds=2, seed=0)
+    for pretraining, expected in ((None, "finetune"), ("paper", "paper")):
+        embedder = ev.model_embedder(sivae.SIVAE, max_epochs=2, pretrain_epochs=1, pretraining=pretraining,
+                                     n_latent=2, **TINY)
+        ev.cross_validate(adata, embedder, folds=folds[:1], n_top_genes=40, key_added=None)
+        assert embedder.last_model.adata.uns["sivae"]["training"]["pretraining"] == expected
+
+
 def test_cross_validate_refuses_missing_labels_and_bad_embedders():
     adata = _planted_counts()
     with pytest.raises(InputError, match="no column"):

@@ -200,19 +200,22 @@ class model_embedder:  # noqa: N801 - used like the function pca_embedder
 
     The held-out cells are embedded with the trained encoder, ``model.get_cell_embedding(test)``;
     the training cells by the model's own pass over them. ``model_kwargs`` go to the constructor
-    (``n_latent``, ``gamma``, ``likelihood``, ...); training shows no progress bar. The latest
-    fold's model stays in ``last_model``.
+    (``n_latent``, ``gamma``, ``likelihood``, ...); ``max_epochs``, ``pretrain_epochs`` and
+    ``pretraining`` (SIVAE only: "finetune", "paper", "budget") go to ``train``; training shows no
+    progress bar. The latest fold's model stays in ``last_model``.
     """
 
     def __init__(self, model_class: type, *, max_epochs: int = 100, pretrain_epochs: int | None = None,
-                 **model_kwargs: Any) -> None:
+                 pretraining: str | None = None, **model_kwargs: Any) -> None:
         self.model_class, self.model_kwargs = model_class, model_kwargs
-        self.max_epochs, self.pretrain_epochs = max_epochs, pretrain_epochs
+        self.train_kwargs: dict[str, Any] = {"max_epochs": max_epochs, "pretrain_epochs": pretrain_epochs}
+        if pretraining is not None:
+            self.train_kwargs["pretraining"] = pretraining
         self.last_model: Any = None
 
     def __call__(self, train: AnnData, test: AnnData) -> tuple[np.ndarray, np.ndarray]:
         model = self.model_class(train, **self.model_kwargs)
-        model.train(max_epochs=self.max_epochs, pretrain_epochs=self.pretrain_epochs, progress=False)
+        model.train(**self.train_kwargs, progress=False)
         self.last_model = model
         return model.get_cell_embedding(), model.get_cell_embedding(test)
 
