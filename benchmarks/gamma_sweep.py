@@ -51,33 +51,34 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     folds = stratified_folds(labels, n_folds=args.folds, seed=0)[: args.use_folds]
     rows = []
-    for gamma in args.gammas:
+    for pretraining, gamma in [(p, g) for p in args.pretraining for g in args.gammas]:
         for i, (tr, te) in enumerate(folds):
             t0 = time.perf_counter()
             train, test = split_fold(adata, tr, te, preprocess_mode="scale")
             restore_threads()  # scanpy's numba kernels reset the OpenMP pool to every core
             model = sivae.SIVAE(train, n_latent=args.latent, gamma=gamma, encoder_hidden=tuple(args.hidden),
                                 c_red=args.c_red, seed=0)
-            model.train(max_epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, pretraining=args.pretraining,
+            model.train(max_epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, pretraining=pretraining,
                         progress=False)
             acc = heldout_knn_accuracy(model.get_cell_embedding(), labels[tr], model.get_cell_embedding(test),
                                        labels[te], k=15)
             agree = interpretation_agreement(model, args.attr_cells)
-            rows.append({"gamma": gamma, "fold": i, "accuracy": acc, "agreement_median": agree,
+            rows.append({"pretraining": pretraining, "gamma": gamma, "fold": i, "accuracy": acc, "agreement_median": agree,
                          "seconds": time.perf_counter() - t0})
-            print(f"gamma={gamma} fold {i}: held-out k-NN accuracy {acc:.3f}, loadings-vs-saliency agreement "
+            print(f"{pretraining} gamma={gamma} fold {i}: held-out k-NN accuracy {acc:.3f}, loadings-vs-saliency agreement "
                   f"{agree:.3f}", flush=True)
     return rows
 
 
-def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+def summarise(rows: list[dict[str, Any]], latent: int) -> list[dict[str, Any]]:
+    """One row per (training procedure, gamma): mean and sd over folds."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
     out = []
-    for gamma, part in frame.groupby("gamma", sort=True):
+    for (pretraining, gamma), part in frame.groupby(["pretraining", "gamma"], sort=False):
         acc, agree = part["accuracy"], part["agreement_median"]
-        out.append({"gamma": float(gamma), "K": args.latent, "pretraining": args.pretraining, "folds": len(part),
+        out.append({"pretraining": pretraining, "gamma": float(gamma), "K": latent, "folds": len(part),
                     "accuracy_mean": float(acc.mean()), "accuracy_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                     "agreement_median": float(agree.mean()),
                     "agreement_sd": float(agree.std(ddof=1)) if len(agree) > 1 else 0.0,
@@ -86,16 +87,19 @@ def summarise(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
 
 
 def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
-    by = {r["gamma"]: r for r in table}
     out = []
-    if 0.0 in by and 0.05 in by:
+    for pretraining in dict.fromkeys(r["pretraining"] for r in table):
+        by = {r["gamma"]: r for r in table if r["pretraining"] == pretraining}
+        if not (0.0 in by and 0.05 in by):
+            continue
         a, b = by[0.05], by[0.0]
-        out.append({"claim": "gamma=0.05 costs no cell-embedding accuracy against gamma=0 (within 0.02)",
+        how = f" (pretraining='{pretraining}')"
+        out.append({"claim": "gamma=0.05 costs no cell-embedding accuracy against gamma=0 (within 0.02)" + how,
                     "paper": "Fig. 2b: siVAE and siVAE (gamma=0) comparable",
                     "ours": f"{a['accuracy_mean']:.3f} +- {a['accuracy_sd']:.3f} vs {b['accuracy_mean']:.3f} +- "
                             f"{b['accuracy_sd']:.3f}",
                     "reproduced": "yes" if a["accuracy_mean"] >= b["accuracy_mean"] - 0.02 else "no"})
-        out.append({"claim": "the interpretability term makes loadings agree more with attributions",
+        out.append({"claim": "the interpretability term makes loadings agree more with attributions" + how,
                     "paper": "Fig. 3a: siVAE loadings agree with decoder attributions",
                     "ours": f"median |Spearman| {a['agreement_median']:.3f} +- {a['agreement_sd']:.3f} (gamma=0.05) vs "
                             f"{b['agreement_median']:.3f} +- {b['agreement_sd']:.3f} (gamma=0), mean +- sd over folds",
@@ -106,19 +110,46 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
 def figure(table: list[dict[str, Any]], path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.0, 4.0))
+    fig = Figure(figsize=(5.4, 4.2))
     ax = fig.add_subplot(1, 1, 1)
-    ax.errorbar([r["agreement_median"] for r in table], [r["accuracy_mean"] for r in table],
-                xerr=[r.get("agreement_sd", 0.0) for r in table], yerr=[r["accuracy_sd"] for r in table],
-                marker="o", capsize=3)
-    for r in table:
-        ax.annotate(f"gamma={r['gamma']:g}", (r["agreement_median"], r["accuracy_mean"]), fontsize=8,
-                    textcoords="offset points", xytext=(5, 4))
+    for pretraining in dict.fromkeys(r["pretraining"] for r in table):
+        part = [r for r in table if r["pretraining"] == pretraining]
+        ax.errorbar([r["agreement_median"] for r in part], [r["accuracy_mean"] for r in part],
+                    xerr=[r["agreement_sd"] for r in part], yerr=[r["accuracy_sd"] for r in part],
+                    marker="o", capsize=3, label=f"pretraining={pretraining}")
+        for r in part:
+            ax.annotate(f"{r['gamma']:g}", (r["agreement_median"], r["accuracy_mean"]), fontsize=8,
+                        textcoords="offset points", xytext=(5, 4))
     ax.set_xlabel("loadings vs decoder saliency, median |Spearman|")
     ax.set_ylabel("held-out k-NN accuracy")
-    ax.set_title(f"siVAE on pbmc68k_reduced: the gamma trade-off ({table[0].get('pretraining', 'paper')})")
+    ax.set_title("siVAE on pbmc68k_reduced: the gamma trade-off (labels: gamma)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def merge(paths: list[Path], folder: Path) -> int:
+    """One JSON from several runs of this script (e.g. one per training procedure)."""
+    import json
+
+    parts = [json.loads(p.read_text()) for p in paths]
+    rows = []
+    for part in parts:
+        procedures = part["settings"]["pretraining"]  # runs written before rows named their procedure
+        rows += [{"pretraining": procedures if isinstance(procedures, str) else procedures[0], **row}
+                 for row in part["runs"]]
+    latents = {part["settings"]["latent"] for part in parts}
+    if len(latents) != 1:
+        raise SystemExit(f"the runs have different K ({sorted(latents)}); merge runs of one K")
+    table = summarise(rows, latents.pop())
+    png = figure(table, folder / "gamma_sweep.png")
+    payload = {"benchmark": "gamma_sweep", "paper": "Fig. 2b, Fig. 3a (trade-off)",
+               "command": " && ".join([*(p["command"] for p in parts), command_line()]),
+               "quick": all(p["quick"] for p in parts), "seconds": sum(p["seconds"] for p in parts),
+               "table": table, "claims": claims(table), "runs": rows, "figures": [png.name],
+               "settings": [p["settings"] for p in parts], "summary": parts[0]["summary"]}
+    print(f"wrote {write_result(payload, folder)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,9 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", nargs="+", type=int, default=None)
     parser.add_argument("--c-red", type=int, default=100)
     parser.add_argument("--attr-cells", type=int, default=100, help="cells whose attributions are summarised")
-    parser.add_argument("--pretraining", choices=("paper", "finetune", "budget"), default="paper",
-                        help="siVAE's training procedure (default paper: the trade-off the paper describes)")
+    parser.add_argument("--pretraining", nargs="+", choices=("paper", "finetune", "budget"), default=["paper"],
+                        help="siVAE's training procedures (default paper: the trade-off the paper describes)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="train nothing: combine earlier JSON files of this script into one")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, out_dir(args))
     defaults = ({"gammas": [0.0, 0.05], "folds": 2, "use_folds": 1, "epochs": 3, "pretrain_epochs": 2,
                  "max_cells": 250, "hidden": [32, 16]} if args.quick else
                 {"gammas": list(GAMMAS), "folds": 5, "use_folds": 5, "epochs": 100, "pretrain_epochs": None,
@@ -147,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = out_dir(args)
     t0 = time.perf_counter()
     rows = run(args)
-    table = summarise(rows, args)
+    table = summarise(rows, args.latent)
     png = figure(table, folder / "gamma_sweep.png")
     payload = {"benchmark": "gamma_sweep", "paper": "Fig. 2b, Fig. 3a (trade-off)", "command": command_line(),
                "quick": bool(args.quick), "seconds": time.perf_counter() - t0, "table": table,
