@@ -281,23 +281,32 @@ def figure(table: list[dict[str, Any]], path: Path) -> Path:
     """Accuracy against K per dataset, one line per model with its spread (as Fig. S3)."""
     from matplotlib.figure import Figure
 
+    from matplotlib import colormaps
+
     datasets = list(dict.fromkeys(r["dataset"] for r in table))
-    fig = Figure(figsize=(4.2 * len(datasets), 3.6))
+    models = [m for m in MODELS if any(r["model"] == m for r in table)]
+    colour = {m: colormaps["tab10"](i % 10) for i, m in enumerate(models)}  # one colour per model in every panel
+    fig = Figure(figsize=(4.2 * len(datasets), 4.4))
     for i, data in enumerate(datasets):
         ax = fig.add_subplot(1, len(datasets), i + 1)
         rows = [r for r in table if r["dataset"] == data]
-        for model in dict.fromkeys(r["model"] for r in rows):
+        for model in [m for m in models if any(r["model"] == m for r in rows)]:
             part = sorted((r for r in rows if r["model"] == model), key=lambda r: r["K"])
             ax.errorbar([r["K"] for r in part], [r["accuracy_mean"] for r in part],
-                        yerr=[r["accuracy_sd"] for r in part], marker="o", capsize=3, label=model)
+                        yerr=[r["accuracy_sd"] for r in part], marker="o", capsize=3, label=model,
+                        color=colour[model])
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(sorted({r["K"] for r in rows}), labels=[str(k) for k in sorted({r["K"] for r in rows})])
         ax.set_title(f"{data} ({rows[0]['cells']} cells, k={rows[0]['knn_k']})")
         ax.set_xlabel("embedding dimensions K")
         ax.set_ylabel("held-out k-NN accuracy")
-    fig.axes[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles = {}
+    for ax in fig.axes:  # one legend for every model of every panel
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend([handles[m] for m in models if m in handles], [m for m in models if m in handles],
+               loc="lower center", ncol=min(5, len(handles)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return save_figure(fig, path)
 
 
