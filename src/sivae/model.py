@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from anndata import AnnData
 from ._constants import KEYS, OutputKeys, output_keys
+from ._cpu import denormals_flushed
 from ._errors import InputError, TrainingDiverged
 from .data import validate
 from .data.backed import BackedCellMatrix, is_backed, training_matrix
@@ -185,7 +186,8 @@ class BaseModel:
         self._training = {"max_epochs": int(max_epochs), "pretraining": pretraining,
                           "pretrain_epochs": "none" if pretrain_epochs is None else int(pretrain_epochs)}
         t0 = time.perf_counter()
-        self.history = trainer.fit(checkpoint_dir=checkpoint_dir, resume=resume)
+        with denormals_flushed(self.device):  # subnormal floats slowed CPU epochs up to 15x (_cpu.py)
+            self.history = trainer.fit(checkpoint_dir=checkpoint_dir, resume=resume)
         self.training_seconds = time.perf_counter() - t0
         self.training_timings = trainer.timings  # per epoch: seconds of training and of evaluation
         self.is_trained = True

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from ._cpu import zero_subnormals
 from ._errors import InputError, TrainingDiverged
 from .checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from .data.loaders import BlockSampler
@@ -199,6 +200,8 @@ class Trainer:
         """
         t0 = time.perf_counter()
         losses = self._train_epoch(run.phase, run.optimizer, run.params, run.loss_fn, max_steps)
+        if self.device.type == "cpu":  # subnormal weights slow every CPU thread's arithmetic (_cpu.py)
+            zero_subnormals(run.params, run.optimizer)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return {**losses, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,61 @@
+"""Subnormal floats are flushed to zero while a model trains on the CPU, and only then."""
+
+import torch
+
+import sivae
+import sivae.model
+from sivae._cpu import denormals_flushed, flushing_denormals
+
+
+def test_flushing_is_on_inside_and_restored_after():
+    assert not flushing_denormals()
+    with denormals_flushed("cpu"):
+        assert flushing_denormals()
+        subnormal = torch.full((8,), torch.finfo(torch.float32).tiny / 4)
+        assert (subnormal * 1.0 == 0).all()
+    assert not flushing_denormals()
+    with denormals_flushed("cuda"):  # another device's arithmetic is not the CPU's business
+        assert not flushing_denormals()
+
+
+def test_a_caller_who_flushes_keeps_flushing():
+    torch.set_flush_denormal(True)
+    try:
+        with denormals_flushed("cpu"):
+            pass
+        assert flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_training_flushes_and_gives_the_setting_back(monkeypatch):
+    seen = []
+    original = sivae.model.Trainer.fit
+
+    def fit(self, *args, **kwargs):
+        seen.append(flushing_denormals())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(sivae.model.Trainer, "fit", fit)
+    adata = sivae.datasets.simulated_network(n_cells=200, seed=0)
+    sivae.VAE(adata, n_latent=2, encoder_hidden=(16,), device="cpu").train(2, progress=False)
+    assert seen == [True]
+    assert not flushing_denormals()
+
+
+def test_subnormal_weights_and_optimiser_state_become_zero():
+    from sivae._cpu import zero_subnormals
+
+    tiny = torch.finfo(torch.float32).tiny
+    weight = torch.nn.Parameter(torch.tensor([1.0, -0.5, tiny / 8, -tiny / 3, 0.0, tiny]))
+    optimizer = torch.optim.Adam([weight], lr=1e-3)
+    weight.grad = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    optimizer.step()
+    state = optimizer.state[weight]
+    state["exp_avg"][0] = tiny / 16
+    normal = weight.detach().clone()
+    weight.data[2:4] = torch.tensor([tiny / 8, -tiny / 3])
+    zero_subnormals([weight], optimizer)
+    assert weight[2] == 0 and weight[3] == 0
+    assert torch.equal(weight[[0, 1, 4, 5]], normal[[0, 1, 4, 5]])  # normal values untouched
+    assert state["exp_avg"][0] == 0 and state["step"].dim() == 0
