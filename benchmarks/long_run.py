@@ -7,7 +7,7 @@ shipped and once with the fix switched off (the code before it), and prints the 
 of each, averaged over blocks of 10 epochs, and the ratio of the last block to the first.
 
     .venv/bin/python benchmarks/long_run.py --quick     # small, seconds: exercises both paths
-    .venv/bin/python benchmarks/long_run.py             # 5,000 x 2,000, 150 epochs, one thread (~6 min)
+    .venv/bin/python benchmarks/long_run.py             # 5,000 x 2,000, 150 epochs, one thread (~13 min)
     .venv/bin/python benchmarks/long_run.py --threads 2
 """
 
