@@ -145,7 +145,7 @@ class BaseModel:
             "finetune" (default): step 1 is a VAE run (the same cell embedding as `VAE` with the
             same seed); the encoder is then frozen and steps 2 and 3 fit the feature-wise
             networks and decoders to it, each in at most a fifth of step 1's minibatch steps: a
-            run costs about 1.3x a VAE run. "paper": the paper's three steps, each to its own early stop,
+            run costs 1.25-1.5x a VAE run. "paper": the paper's three steps, each to its own early stop,
             every parameter free in the joint step (2-3x a VAE run). "budget": short
             pre-training, then a full joint step (see `sivae.train.TrainConfig`).
         checkpoint_dir

@@ -31,7 +31,7 @@ class TrainConfig:
       and step 3 trains the decoders and the feature-wise networks jointly. Steps 2 and 3 each
       take at most ``finetune_fraction`` of the minibatch steps step 1 took (at least one; a
       step of step 2 is a block of ``batch_size`` features), still stopping early on held-out
-      loss. A run costs a VAE run plus about a third, whatever ``max_epochs`` and however early
+      loss. A run costs 1.25-1.5 VAE runs (benchmarks/run_cost.py), whatever ``max_epochs`` and however early
       step 1 stops; the embedding is a VAE's and the loadings explain it.
     - ``"paper"``: the paper's three steps, each pre-training step trained to its own early stop
       on held-out loss, up to ``pretrain_epochs`` (None: ``max_epochs``) epochs, then the joint
