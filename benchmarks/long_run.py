@@ -1,6 +1,6 @@
 """Long CPU runs keep their epoch time: subnormal floats flushed (src/sivae/_cpu.py).
 
-Before the fix, a VAE on the CPU slowed down epoch after epoch once the weights of dead units had
+Before the fix, a VAE on the CPU slowed down epoch after epoch once weights had
 decayed into the subnormal range (below 1.2e-38), where x86 arithmetic takes a slow path. This
 trains the same VAE twice in one process, on synthetic cells with early stopping off: once as
 shipped and once with the fix switched off (the code before it), and prints the seconds per epoch

@@ -1,16 +1,16 @@
 """Subnormal floats on the CPU: flushed to zero while a model trains.
 
 Long CPU runs slowed down epoch after epoch: a VAE on 5,000 synthetic cells x 2,000 features went
-from 0.9 s to 13.7 s per epoch by epoch 140, and the 20,000-cell run of benchmarks/run_cost.py to
-125 s per epoch by epoch 74, 94% of it inside MKL's sgemm. Some values of the training state drift
-into the subnormal range (below 1.2e-38), where x86 arithmetic takes a slow microcode path. With
-flush-to-zero and denormals-are-zero on, the same run keeps 0.93 s per epoch for all 150 epochs;
-values that small carry no information for the model.
+from 1.0 s to 13.8 s per epoch by epochs 140-149 (benchmarks/long_run.py), and the 20,000-cell run
+of benchmarks/run_cost.py to 125 s per epoch by epoch 74, 94% of it inside MKL's sgemm. Some values
+of the training state drift into the subnormal range (below 1.2e-38), where x86 arithmetic takes a
+slow microcode path. As shipped the same run keeps 1.05-1.08 s per epoch for all 150 epochs; values
+that small carry no information for the model.
 
 The flags belong to a thread: `denormals_flushed` sets them on the calling thread only, and the
 intra-op threads that torch started earlier keep computing with subnormals (half of a 2-thread
-product stayed subnormal here). They come from the weights of dead units decaying towards zero
-under weight decay (150,000 of one encoder layer's 524,288 weights by epoch 130), so
+product stayed subnormal here). They are weights decaying towards zero, most likely those that the
+data no longer push (150,000 of one encoder layer's 524,288 weights were subnormal by epoch 130), so
 `zero_subnormals` also sets such entries of the parameters and the optimiser's state to zero after
 every epoch, whichever thread wrote them.
 """
