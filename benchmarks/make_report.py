@@ -109,7 +109,7 @@ def save_figure(fig: Any, path: Path) -> Path:
 # -- the report -------------------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 1e3 else f"{value:,.0f}"
     return "" if value is None else str(value).replace("|", "\\|")
 
 
@@ -126,7 +126,8 @@ def markdown_table(rows: list[dict[str, Any]], limit: int = 60) -> str:
 def _section(path: Path, payload: dict[str, Any]) -> str:
     head = [f"## {payload['benchmark']}", "",
             f"Paper: {payload['paper']}. Reproduce: `{payload['command']}` "
-            f"({payload['seconds'] / 60:.1f} min here{', quick settings' if payload['quick'] else ''}; "
+            f"({payload['seconds'] / 60:.1f} min here{', quick settings' if payload['quick'] else ''}"
+            f"{'; ' + payload['seconds_note'] if payload.get('seconds_note') else ''}; "
             f"JSON: `{os.path.relpath(path, REPORT.parent)}`)."]
     if payload.get("summary"):
         head += ["", str(payload["summary"])]
