@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from anndata import AnnData
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
@@ -69,6 +70,24 @@ def test_feature_embedding_defaults_to_top_central_features(adata):
     assert _texts(fig) == {f"gene{i}" for i in range(10)}
     del adata.var[KEYS.CENTRALITY]
     assert _texts(plot.feature_embedding(adata)) == set()
+
+
+def test_feature_embedding_names_crowded_hubs_legibly(adata):
+    # ten hubs packed at the top edge of the cloud, as a trained model puts them: every name must
+    # stay clear of the other names and of every star
+    rng = np.random.default_rng(1)
+    loadings = rng.standard_normal((adata.n_vars, 2)) * 0.3
+    loadings[:10] = [0.0, 1.0] + rng.normal(scale=0.02, size=(10, 2))
+    adata.varm[KEYS.LOADINGS] = loadings
+    fig = plot.feature_embedding(adata)
+    ax = fig.axes[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert {t.get_text() for t in ax.texts} == {f"gene{i}" for i in range(10)}
+    overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert not overlaps, f"{len(overlaps)} pairs of names overlap"
+    stars = ax.transData.transform(loadings[:10])
+    assert not any(box.contains(x, y) for box in boxes for x, y in stars), "a name covers a star"
 
 
 def test_centrality_plot_sorted_with_hubs(adata, tmp_path):
