@@ -5,7 +5,7 @@ import torch
 
 import sivae
 import sivae.model
-from sivae._cpu import denormals_flushed, flushing_denormals
+from sivae._cpu import _gomp_parallel, denormals_flushed, flushing_denormals, team_flushes
 
 SUPPORTED = torch.set_flush_denormal(True)  # False where the CPU has no such mode (x86 without SSE3)
 torch.set_flush_denormal(False)
@@ -22,6 +22,24 @@ def test_flushing_is_on_inside_and_restored_after():
     assert not flushing_denormals()
     with denormals_flushed("cuda"):  # another device's arithmetic is not the CPU's business
         assert not flushing_denormals()
+
+
+@needs_ftz
+@pytest.mark.skipif(_gomp_parallel() is None, reason="torch's OpenMP runtime cannot be reached here")
+def test_every_intra_op_thread_flushes_inside_and_gets_its_setting_back():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert not team_flushes()
+        torch.set_flush_denormal(True)  # the calling thread alone: the other half of a product escapes
+        assert flushing_denormals() and not team_flushes()
+        torch.set_flush_denormal(False)
+        with denormals_flushed("cpu"):
+            assert team_flushes()
+        assert not team_flushes() and not flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
 
 
 @needs_ftz

@@ -7,39 +7,99 @@ of the training state drift into the subnormal range (below 1.2e-38), where x86 
 slow microcode path. As shipped the same run keeps 1.05-1.08 s per epoch for all 150 epochs; values
 that small carry no information for the model.
 
-The flags belong to a thread: `denormals_flushed` sets them on the calling thread only, and the
-intra-op threads that torch started earlier keep computing with subnormals (half of a 2-thread
-product stayed subnormal here). They are weights decaying towards zero, most likely those that the
-data no longer push (150,000 of one encoder layer's 524,288 weights were subnormal by epoch 130), so
-`zero_subnormals` also sets such entries of the parameters and the optimiser's state to zero after
-every epoch, whichever thread wrote them.
+The flags belong to a thread, and torch sets them on the calling thread only: the OpenMP threads
+it started earlier keep computing with subnormals (half of a 2-thread product stayed subnormal
+here). No library sets them on another thread, so `denormals_flushed` asks the OpenMP runtime
+itself to run a function on each thread of torch's team (`GOMP_parallel`, which both GNU and
+Intel OpenMP export) that sets them there, checks that a parallel product now flushes, and gives
+every thread its setting back afterwards. Where the runtime cannot be reached (another platform,
+another threading backend) only the calling thread flushes, and `zero_subnormals` still sets the
+subnormal entries of the parameters and the optimiser's state to zero after every epoch, whichever
+thread wrote them. Those entries are weights decaying towards zero, most likely those that the data
+no longer push (150,000 of one encoder layer's 524,288 weights were subnormal by epoch 130).
 """
 
 from __future__ import annotations
 
+import ctypes
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
 
+_TEAM_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_SUBNORMAL_BITS = 0x00200000  # a float32 of a quarter of the smallest normal, written as bits: a
+# conversion from a Python float would itself be flushed on a thread that flushes
+
+
+def _subnormals(n: int) -> torch.Tensor:
+    return torch.full((n,), _SUBNORMAL_BITS, dtype=torch.int32).view(torch.float32)
+
 
 def flushing_denormals() -> bool:
     """Whether the calling thread flushes subnormal floats to zero now."""
-    subnormal = torch.tensor([torch.finfo(torch.float32).tiny / 4], dtype=torch.float32)
-    return bool((subnormal * 1.0).item() == 0.0)
+    return not bool((_subnormals(1) * 1.0).count_nonzero())
+
+
+def team_flushes() -> bool:
+    """Whether a product split over torch's intra-op threads flushes subnormal floats on all of them."""
+    return not bool((_subnormals(1 << 20) * 1.0).count_nonzero())  # split over the threads
+
+
+def _gomp_parallel() -> ctypes._CFuncPtr | None:
+    try:
+        run = ctypes.CDLL(None).GOMP_parallel  # the OpenMP runtime torch loaded, found by symbol
+    except (AttributeError, OSError):
+        return None
+    run.argtypes = [_TEAM_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    run.restype = None
+    return run
+
+
+def _on_each_thread(setting: dict[int, bool] | bool) -> dict[int, bool] | None:
+    """Set flush-to-zero on every thread of torch's OpenMP team; each thread's old setting, by thread.
+
+    ``setting`` is one flag for all, or the dict an earlier call returned (to give each thread its
+    own back). None where the OpenMP runtime cannot be reached.
+    """
+    run = _gomp_parallel()
+    if run is None:
+        return None
+    before: dict[int, bool] = {}
+    lock = threading.Lock()
+
+    def body(_: int | None) -> None:  # runs once on each thread of the team, the caller's included
+        me = threading.get_native_id()
+        with lock:
+            before[me] = flushing_denormals()
+        torch.set_flush_denormal(setting if isinstance(setting, bool) else setting.get(me, False))
+
+    callback = _TEAM_BODY(body)  # kept alive for the call
+    run(callback, None, torch.get_num_threads(), 0)
+    return before
 
 
 @contextmanager
 def denormals_flushed(device: torch.device | str) -> Iterator[None]:
-    """Flush subnormal floats to zero on the CPU for the duration; restore the caller's setting."""
+    """Flush subnormal floats to zero on the CPU for the duration, on the calling thread and on
+    torch's intra-op threads; restore each thread's setting afterwards."""
     if torch.device(device).type != "cpu":
         yield
         return
     was_on = flushing_denormals()
     torch.set_flush_denormal(True)
+    team = None
+    if torch.get_num_threads() > 1 and not team_flushes():
+        team = _on_each_thread(True)
+        if team is not None and not team_flushes():  # another runtime answered: undo, rely on zeroing
+            _on_each_thread(team)
+            team = None
     try:
         yield
     finally:
+        if team is not None:
+            _on_each_thread(team)
         if not was_on:
             torch.set_flush_denormal(False)
 
