@@ -23,7 +23,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # every script in benchmarks/ (make_report.py excepted) at full size, then BENCHMARKS.md from the
-# JSON files; hours on 2 CPU cores (benchmarks/README.md lists each script's time)
+# JSON files; about 14 h on 2 CPU cores (benchmarks/README.md lists each script's time)
 BENCH_SCRIPTS = $(filter-out benchmarks/make_report.py benchmarks/_%,$(wildcard benchmarks/*.py))
 
 bench: install
