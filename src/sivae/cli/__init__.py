@@ -44,12 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except _BAD_INPUT as err:
-        print(f"sivae: error: {_sentence(err)}", file=sys.stderr)
+        _say(f"sivae: error: {_sentence(err)}")
         return _EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("sivae: interrupted; outputs are only ever written whole, so none is half-written",
-              file=sys.stderr)
+        _say("sivae: interrupted; outputs are only ever written whole, so none is half-written")
         return _EXIT_INTERRUPTED
+
+
+def _say(line: str) -> None:
+    # one write of the whole line: stderr is unbuffered, print writes the newline separately, and
+    # under torchrun the ranks share it, so two ranks' sentences could run into one line
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _sentence(err: BaseException) -> str:
