@@ -279,9 +279,8 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def figure(table: list[dict[str, Any]], path: Path) -> Path:
     """Accuracy against K per dataset, one line per model with its spread (as Fig. S3)."""
-    from matplotlib.figure import Figure
-
     from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     datasets = list(dict.fromkeys(r["dataset"] for r in table))
     models = [m for m in MODELS if any(r["model"] == m for r in table)]

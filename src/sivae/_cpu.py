@@ -10,8 +10,8 @@ that small carry no information for the model.
 The flags belong to a thread, and torch sets them on the calling thread only: the OpenMP threads
 it started earlier keep computing with subnormals (half of a 2-thread product stayed subnormal
 here). No library sets them on another thread, so `denormals_flushed` asks the OpenMP runtime
-itself to run a function on each thread of torch's team (`GOMP_parallel`, which both GNU and
-Intel OpenMP export) that sets them there, checks that a parallel product now flushes, and gives
+itself to run a function on each thread of torch's team (`GOMP_parallel`, the entry point of GNU
+OpenMP, which torch's Linux wheels ship) that sets them there, checks that a parallel product now flushes, and gives
 every thread its setting back afterwards. Where the runtime cannot be reached (another platform,
 another threading backend) only the calling thread flushes, and `zero_subnormals` still sets the
 subnormal entries of the parameters and the optimiser's state to zero after every epoch, whichever
