@@ -98,7 +98,7 @@ def restore_threads() -> None:
 # -- models ---------------------------------------------------------------------------------------------
 def embedder(model: str, k_latent: int, seed: int, args: argparse.Namespace) -> Any:
     import sivae
-    from sivae.tl import model_embedder, pca_embedder
+    from sivae.evaluation import model_embedder, pca_embedder
 
     common = dict(n_latent=k_latent, seed=seed, encoder_hidden=tuple(args.hidden), batch_size=args.batch_size,
                   max_epochs=args.epochs, pretrain_epochs=args.pretrain_epochs)
@@ -191,7 +191,7 @@ def plan(args: argparse.Namespace, scvi_note: str | None) -> list[tuple[str, str
 
 
 def run_grid(args: argparse.Namespace, grid: list[tuple[str, str, int, int]]) -> list[dict[str, Any]]:
-    from sivae.tl import cross_validate
+    from sivae.evaluation import cross_validate
 
     runs: list[dict[str, Any]] = []
     cache: dict[str, tuple[Any, str]] = {}

@@ -52,7 +52,7 @@ def model_kwargs(method: str, c_red: int | None, n_cells: int, args: argparse.Na
 
 def cell_scores(method: str, c_red: int | None, args: argparse.Namespace, adata: Any, folds: list) -> tuple[float, float, float]:
     import sivae
-    from sivae.tl import heldout_knn_accuracy, split_fold
+    from sivae.evaluation import heldout_knn_accuracy, split_fold
 
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     accs, seconds = [], []
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     import sivae
-    from sivae.tl import stratified_folds
+    from sivae.evaluation import stratified_folds
 
     folder = out_dir(args)
     t0 = time.perf_counter()

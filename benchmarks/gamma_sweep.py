@@ -45,7 +45,7 @@ def interpretation_agreement(model: Any, n_cells: int) -> float:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     import sivae
-    from sivae.tl import heldout_knn_accuracy, split_fold, stratified_folds
+    from sivae.evaluation import heldout_knn_accuracy, split_fold, stratified_folds
 
     adata = subsample(sivae.datasets.pbmc68k_reduced(), args.max_cells, 0)
     labels = adata.obs["cell_type"].astype(str).to_numpy()

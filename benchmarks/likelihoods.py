@@ -101,7 +101,7 @@ def synthetic_counts(n_cells: int = 300, n_genes: int = 400, n_types: int = 3, s
 
 def run(args: argparse.Namespace, models: list[str]) -> list[dict[str, Any]]:
     import sivae
-    from sivae.tl import split_fold, stratified_folds
+    from sivae.evaluation import split_fold, stratified_folds
 
     adata = synthetic_counts() if args.data == "synthetic" else subsample(sivae.datasets.pbmc3k(), args.max_cells, 0)
     rows = []

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, key, value)
     args.fixed_epochs = True  # read by ScviEmbedder: no early stopping in scvi-tools either
     import sivae
-    from sivae.tl import split_fold, stratified_folds
+    from sivae.evaluation import split_fold, stratified_folds
 
     models = list(args.models)
     note = scvi_available(args.scvi_python) if any(m.startswith("scvi ") for m in models) else None

@@ -1,4 +1,4 @@
-"""Cross-validated evaluation (sivae.tl.evaluation): folds, held-out k-NN accuracy, no leaks."""
+"""Cross-validated evaluation (sivae.evaluation): folds, held-out k-NN accuracy, no leaks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import sivae
 from sivae._constants import KEYS
 from sivae._errors import InputError
-from sivae.tl import evaluation as ev
+from sivae import evaluation as ev
 
 TINY = dict(encoder_hidden=(32, 16), c_red=20, batch_size=64, patience=3)
 

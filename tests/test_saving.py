@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import pathlib
 import re
 import warnings
@@ -89,64 +88,6 @@ def test_a_folder_saved_without_the_record_loads_and_says_what_it_lacks(tmp_path
         model = sivae.load_model(model_dir, None, device="cpu")
     with pytest.raises(InputError, match="does not know how its training data were preprocessed"):
         model.get_cell_embedding(ad.read_h5ad(RELEASE_0_1_0 / "counts.h5ad"), preprocess=True)
-
-
-def _imports(path: pathlib.Path) -> set[str]:
-    """Modules of sivae that a file imports, at any depth of the file (function bodies too)."""
-    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    if path.name == "__init__.py":
-        package += ".__init__"
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: -node.level]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            targets = [name] if node.module else [f"{name}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        else:
-            continue
-        found |= {t for t in targets if t == "sivae" or t.startswith("sivae.")}
-    return found
-
-
-def _module_file(name: str) -> pathlib.Path | None:
-    parts = name.split(".")[1:]
-    for candidate in (PACKAGE.joinpath(*parts).with_suffix(".py"), PACKAGE.joinpath(*parts, "__init__.py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def test_no_import_cycle_inside_the_package() -> None:
-    graph: dict[pathlib.Path, set[pathlib.Path]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        targets = {_module_file(name) for name in _imports(path)}
-        # a package's __init__ is a namespace of lazy re-exports (PEP 562): follow real modules
-        graph[path] = {t for t in targets if t is not None and t != path and t.name != "__init__.py"}
-    state: dict[pathlib.Path, int] = {}
-
-    def visit(node: pathlib.Path, trail: list[pathlib.Path]) -> None:
-        state[node] = 1
-        for nxt in graph.get(node, ()):
-            if state.get(nxt) == 1:
-                cycle = trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt]
-                raise AssertionError("import cycle: " + " -> ".join(p.name for p in cycle))
-            if nxt not in state:
-                visit(nxt, trail + [nxt])
-        state[node] = 2
-
-    for node in graph:
-        if node not in state:
-            visit(node, [node])
-
-
-def test_no_source_file_is_over_500_lines() -> None:
-    long = {p.name: n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
-    assert not long, f"files over 500 lines: {long}"
 
 
 def test_a_config_describing_a_huge_network_is_refused_before_allocating(tmp_path) -> None:

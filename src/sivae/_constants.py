@@ -50,7 +50,7 @@ class _Keys:
     CENTRALITY_RANK_HIGH: str = "sivae_centrality_rank_high"
     # .uns: sivae.tl.compare_neighborhoods (query genes, PVE per method, overlap matrices)
     NEIGHBORHOODS: str = "sivae_neighborhoods"
-    # .uns: sivae.tl.cross_validate, one row per fold (fold, n_train, n_test, k, accuracy, seconds)
+    # .uns: sivae.evaluation.cross_validate, one row per fold (fold, n_train, n_test, k, accuracy, seconds)
     CROSS_VALIDATION: str = "sivae_cross_validation"
     # .varm: summarised attributions (sivae.tl.summarize_attributions), "<ATTRIBUTION>_<method>",
     # features x K; .uns["<ATTRIBUTION>_<method>"]: how they were computed (sivae attribute)

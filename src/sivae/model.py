@@ -28,18 +28,22 @@ from .distributed import gather_blocks, my_block, reduce_over_ranks
 from .module import ModuleConfig, SIVAEModule
 from .sampling import draw_cells
 from .saving import read_model_folder, read_tensors, register, tensor_shapes, write_model_folder
+from .scoring import ScoringMixin
 from .train import PRETRAINING, TrainConfig, Trainer, TrainingData
 
-_CHUNK = 1024  # cells per forward pass when embedding or scoring
 
+def accuracy_from_sums(sse: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, *, n: int) -> np.ndarray:
+    """1 - MSE / variance per feature, from the sums `reconstruction_sums` gives over n cells.
 
-def _accuracy(sse: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, *, n: int) -> np.ndarray:
-    """1 - MSE / variance per feature, from the sums `_reconstruction_sums` gives over n cells."""
+    The one definition of siVAE's centrality (``var["sivae_centrality"]``, ``tl.centrality_ci``).
+    ``sse``, ``s1`` and ``s2`` are float64 tensors of the same shape, (F,) or (R, F) for R
+    replicates, and ``n`` the number of cells (an int, or a tensor broadcasting against them).
+    """
     var = (s2 / n - (s1 / n) ** 2).clamp_min(1e-12)
     return (1.0 - (sse / n) / var).numpy()
 
 
-class BaseModel:
+class BaseModel(ScoringMixin):
     """Shared machinery of SIVAE and the baselines; subclasses choose the module and the keys."""
 
     _name: ClassVar[str] = "base"
@@ -162,7 +166,7 @@ class BaseModel:
         (1 - MSE / variance per feature on training cells), ``adata.obs["sivae_split"]`` and
         ``adata.uns["<key>"]`` (parameters, losses, version).
         """
-        self._need_data("train()")
+        self.require_data("train()")
         for name, value in (("max_epochs", max_epochs), ("pretrain_epochs", pretrain_epochs),
                             ("checkpoint_every", checkpoint_every)):
             if not (value is None and name == "pretrain_epochs") and not is_int(value):
@@ -196,28 +200,14 @@ class BaseModel:
         self.output_seconds = time.perf_counter() - t0
         return self
 
-    # -- results --------------------------------------------------------------------------------
-    def _chunks(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray):
-        # (row indices, their scaled values on the model's device), _CHUNK cells at a time
-        for s in range(0, len(rows), _CHUNK):
-            chunk = rows[s : s + _CHUNK]
-            yield chunk, cells.rows(chunk).to(self.device)
-
+    # -- results (the methods tl uses are in scoring.py) ----------------------------------------
     @torch.no_grad()
     def _embed(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray | None = None) -> np.ndarray:
         """Posterior means of z of ``rows`` of ``cells`` (all of them when None)."""
         self.module.eval()
         rows = np.arange(len(cells)) if rows is None else rows
-        out = [self.module.cell_embedding(x).cpu() for _, x in self._chunks(cells, rows)]
+        out = [self.module.cell_embedding(x).cpu() for _, x in self.cell_chunks(cells, rows)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.n_latent), dtype=np.float32)
-
-    @torch.no_grad()
-    def _decoded_features(self) -> torch.Tensor:
-        """v_{f,L} of every feature at the posterior means, (F, H)."""
-        self.module.eval()
-        idx = torch.arange(len(self.feature_names), device=self.device)
-        fx = None if self.feature_x is None else self.feature_x.to(self.device)
-        return self.module.feature_decoded(fx, idx)
 
     def get_loadings(self) -> np.ndarray | None:
         """Feature embedding, F x K: posterior means of v_{f,1} (None for a model without one)."""
@@ -231,41 +221,9 @@ class BaseModel:
         comparison is in log1p(TP10K) space.
         """
         if adata is None:
-            self._need_data("get_reconstruction_accuracy() without new cells")
-            rows, cells = self.train_idx, self.cells
-            counts = self.adata.layers[KEYS.COUNTS] if self.config.likelihood == "nb" else None
-        else:
-            cells = self._other_cells(adata)
-            rows, counts = np.arange(adata.n_obs), None
-            if self.config.likelihood == "nb":
-                counts = CellMatrix(adata[:, self.feature_names].layers[KEYS.COUNTS])
-        if counts is not None and not isinstance(counts, CellMatrix):
-            counts = CellMatrix(counts)
-        return _accuracy(*self._reconstruction_sums(cells, rows, counts), n=len(rows))
-
-    @torch.no_grad()
-    def _reconstruction_sums(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray,
-                             counts: CellMatrix | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per feature, over ``rows``: squared errors of the reconstruction, and sums of the
-        truth and of its square (float64, (F,) each)."""
-        self.module.eval()
-        v_L = self._decoded_features()
-        idx = torch.arange(v_L.shape[0], device=self.device)
-        sse = torch.zeros(v_L.shape[0], dtype=torch.float64)
-        s1 = torch.zeros_like(sse)
-        s2 = torch.zeros_like(sse)
-        for chunk, x in self._chunks(cells, rows):
-            pred = self.module.predict(x, v_L, idx)
-            if counts is None:
-                truth = x
-            else:
-                raw = counts.rows(chunk).to(self.device)
-                truth = torch.log1p(raw / raw.sum(1, keepdim=True).clamp_min(1.0) * 1e4)
-                pred = torch.log1p(pred * 1e4)
-            sse += (truth - pred).double().pow(2).sum(0).cpu()
-            s1 += truth.double().sum(0).cpu()
-            s2 += truth.double().pow(2).sum(0).cpu()
-        return sse, s1, s2
+            self.require_data("get_reconstruction_accuracy() without new cells")
+        n = len(self.train_idx) if adata is None else adata.n_obs
+        return accuracy_from_sums(*self.reconstruction_sums(adata), n=n)
 
     def _write_outputs(self) -> None:
         adata, k = self.adata, self.keys
@@ -274,9 +232,8 @@ class BaseModel:
         start, stop = my_block(len(self.cells))
         embedding = gather_blocks(self._embed(self.cells, np.arange(start, stop)), len(self.cells))
         start, stop = my_block(len(self.train_idx))
-        counts = CellMatrix(adata.layers[KEYS.COUNTS]) if self.config.likelihood == "nb" else None
-        sums = self._reconstruction_sums(self.cells, self.train_idx[start:stop], counts)
-        centrality = _accuracy(*(reduce_over_ranks(t) for t in sums), n=len(self.train_idx))
+        sums = self.reconstruction_sums(rows=self.train_idx[start:stop])
+        centrality = accuracy_from_sums(*(reduce_over_ranks(t) for t in sums), n=len(self.train_idx))
         loadings = self.get_loadings()
         for name, values in (("cell embedding", embedding), ("loadings", loadings), ("centrality", centrality)):
             if values is not None and not np.all(np.isfinite(values)):  # never hand back NaN as a result
@@ -301,10 +258,6 @@ class BaseModel:
                 "training": dict(getattr(self, "_training", {})),
                 "training_seconds": float(getattr(self, "training_seconds", 0.0))}
 
-    def _other_cells(self, adata: AnnData) -> CellMatrix | BackedCellMatrix:
-        """Rows of another AnnData, restricted and ordered to the model's features."""
-        return cells_on_features(adata, self.feature_names)
-
     def get_cell_embedding(self, adata: AnnData | None = None, *, preprocess: bool = False) -> np.ndarray:
         """Cell embedding (posterior means of z_{c,1}), C x K, of ``adata`` or the training data.
 
@@ -320,11 +273,11 @@ class BaseModel:
             on it first (`sivae.pp.apply`).
         """
         if adata is None:
-            self._need_data("get_cell_embedding() without new cells")
+            self.require_data("get_cell_embedding() without new cells")
             return self._embed(self.cells)
         if preprocess:
             adata = self.preprocess(adata)
-        return self._embed(self._other_cells(adata))
+        return self._embed(cells_on_features(adata, self.feature_names))
 
     def sample(self, n_cells: int, *, seed: int = 0, library: np.ndarray | None = None) -> AnnData:
         """Draw cells from the trained generative model: z ~ N(0, I), x ~ p(x | z).
@@ -438,11 +391,6 @@ class BaseModel:
         self.device, self.keys = resolve_device(device), output_keys(self._name)
         self.feature_x, self.preprocessing = feature_x, preprocessing
         self.module = self._build_module().to(self.device)
-
-    def _need_data(self, what: str) -> None:
-        if self.adata is None:
-            raise InputError(f"{what} needs the training data, but this model was loaded without it; "
-                             "load it with its AnnData: load(path, adata)")
 
 
 @register

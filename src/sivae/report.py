@@ -185,7 +185,7 @@ def _as_frame(value: Any) -> pd.DataFrame | None:
 
 def _analyses(adata: AnnData) -> str:
     """Whatever the tools wrote: cross-validation, neighbourhoods, agreement, networks."""
-    named = {KEYS.CROSS_VALIDATION: "Cross-validated k-NN accuracy (sivae.tl.cross_validate)",
+    named = {KEYS.CROSS_VALIDATION: "Cross-validated k-NN accuracy (sivae.evaluation.cross_validate)",
              KEYS.NEIGHBORHOODS: "Gene neighbourhoods (sivae.tl.compare_neighborhoods)",
              KEYS.AGREEMENT: "Agreement of interpretations (sivae.tl.agreement)"}
     parts = []

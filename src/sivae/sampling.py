@@ -23,7 +23,7 @@ def draw_cells(model: Any, n_cells: int, *, seed: int = 0, library: np.ndarray |
     lib = None
     if model.config.likelihood == "nb":
         if library is None:
-            model._need_data("sample() without library sizes")
+            model.require_data("sample() without library sizes")
             totals = np.asarray(model.adata.layers[KEYS.COUNTS][model.train_idx].sum(1)).ravel()
             library = rng.choice(totals, size=n_cells, replace=True)
         lib = torch.as_tensor(np.asarray(library, dtype=np.float32), device=model.device)
@@ -31,7 +31,7 @@ def draw_cells(model: Any, n_cells: int, *, seed: int = 0, library: np.ndarray |
     model.module.eval()
     with torch.random.fork_rng(devices=devices):  # seeded without touching the global stream
         torch.manual_seed(seed)
-        X = model.module.generate(int(n_cells), model._decoded_features(), lib).float().cpu().numpy()
+        X = model.module.generate(int(n_cells), model.decoded_features(), lib).float().cpu().numpy()
     out = AnnData(X=X)
     out.obs_names = [f"sample_{i}" for i in range(n_cells)]
     out.var_names = model.feature_names.copy()

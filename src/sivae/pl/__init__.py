@@ -6,7 +6,8 @@ Embeddings and centrality (embeddings.py); ``save`` writes any figure atomically
 
 from __future__ import annotations
 
-from .embeddings import cell_embedding, centrality, feature_embedding, save
+from ._common import save
+from .embeddings import cell_embedding, centrality, feature_embedding
 
 __all__ = ["cell_embedding", "centrality", "feature_embedding", "save"]
 

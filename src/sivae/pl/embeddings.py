@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,9 +23,9 @@ from matplotlib.figure import Figure
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
-from sivae._files import atomic_file, check_destination
 
-_FORMATS = ("png", "svg", "pdf")
+from ._common import _figure, _finish, _maybe_save
+
 _DEFAULT_HUBS = 10  # features marked when highlight is None and a centrality column exists
 _MAX_LABELS = 30  # beyond this many highlighted features, mark them without text labels
 _LABEL_SIZE = 7  # points
@@ -278,16 +277,6 @@ def _marked_label(highlight: Highlight) -> str:
     return "highlighted"
 
 
-def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
-    if ax is None:
-        fig = Figure(figsize=size, layout="constrained")
-        return fig, fig.add_subplot()
-    fig = ax.get_figure()
-    while not isinstance(fig, Figure):  # a SubFigure: save its root figure
-        fig = fig.get_figure()
-    return fig, ax
-
-
 def _scatter(
     ax: Axes,
     xy: np.ndarray,
@@ -411,41 +400,3 @@ def _label_offsets(
         placed.append((left, right, bottom))
         offsets[int(i)] = (dx, bottom - py[i])
     return [offsets[i] for i in range(len(points))]
-
-
-def _finish(ax: Axes) -> None:
-    ax.spines[["top", "right"]].set_visible(False)
-
-
-def _maybe_save(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
-    if path is not None:
-        save(fig, path)
-    return fig
-
-
-def save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Save a figure atomically: write a temporary file beside ``path``, then rename it.
-
-    Parameters
-    ----------
-    fig
-        The figure to save.
-    path
-        Destination ending in ``.png``, ``.svg`` or ``.pdf``; its folder must exist. Replaced if
-        it exists.
-
-    Returns
-    -------
-    pathlib.Path
-        The path written.
-    """
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in _FORMATS:
-        raise InputError(f"figure path {str(path)!r} must end in .png, .svg or .pdf")
-    if not path.parent.is_dir():
-        raise InputError(f"folder {str(path.parent)!r} for the figure does not exist; create it")
-    check_destination(path, what="figure", overwrite=True)
-    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
-        fig.savefig(handle, format=fmt, dpi=150, bbox_inches="tight")
-    return path

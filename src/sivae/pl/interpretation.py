@@ -19,7 +19,7 @@ from sivae._constants import KEYS
 from sivae._errors import InputError
 from sivae.tl.agreement import agreement_matrix
 
-from .embeddings import _figure, _maybe_save
+from ._common import _figure, _maybe_save
 
 _TRAILING_INT = re.compile(r"(\d+)$")
 

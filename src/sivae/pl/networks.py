@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 
 from sivae._errors import InputError
 
-from .embeddings import _finish, _maybe_save
+from ._common import _finish, _maybe_save
 
 Path_ = str | os.PathLike[str] | None
 

@@ -1,7 +1,17 @@
 """Tools, scanpy style: ``sivae.tl.verb(adata, ...)`` reads a trained model's output, writes its
-result under ``sivae`` keys where it has one, and returns it.
+result into the AnnData and returns it.
 
-Centrality and hubs (centrality.py) and the scores of embeddings and loadings (metrics.py).
+Keys: one rule for every tool here, as scanpy's. A tool that writes a result takes
+``key_added: str | None = None``; None writes under the tool's default ``sivae_...`` key (its
+docstring names it), a string under that key instead. The result is always written, and also
+returned; only where writing is optional does a tool take ``inplace`` (default True; False:
+return the result and write nothing). A tool that only reads a result takes ``key`` instead
+(``hubs``, ``neighbors``). Tools that need a fitted model use its public methods only
+(``model.reconstructions``, ``model.decoded_features``, ``model.cell_source``, ...; see
+``sivae.scoring``).
+
+Centrality and hubs (centrality.py) and the scores of embeddings and loadings (metrics.py). The
+cross-validation protocol of the embedding benchmarks is ``sivae.evaluation``.
 """
 
 from __future__ import annotations
@@ -17,17 +27,6 @@ from .grn import aracne, clr, grn, mrnet, mutual_information
 from .ground_truth import centrality_ground_truth
 from .neighborhoods import compare_neighborhoods, neighbors
 
-# evaluation (issue 17): cross-validated k-NN accuracy of held-out cells
-from .evaluation import (
-    cross_validate,
-    default_k,
-    heldout_knn_accuracy,
-    model_embedder,
-    pca_embedder,
-    split_fold,
-    stratified_folds,
-)
-
 # interpretation (issue 16): attributions, their summary, Gene Relevance, agreement
 from .agreement import agreement, agreement_matrix
 from .attribution import attribute
@@ -37,6 +36,4 @@ from .gene_relevance import gene_relevance
 __all__ = ["hubs", "hubs_in_top", "isolated_norm_ratio", "knn_accuracy", "loading_silhouette"]
 __all__ += ["aracne", "centrality_ci", "centrality_ground_truth", "clr", "compare_neighborhoods",
             "degree_centrality", "edge_recovery", "grn", "mrnet", "mutual_information", "neighbors"]
-__all__ += ["cross_validate", "default_k", "heldout_knn_accuracy", "model_embedder", "pca_embedder",
-            "split_fold", "stratified_folds"]
 __all__ += ["agreement", "agreement_matrix", "attribute", "gene_relevance", "summarize_attributions"]

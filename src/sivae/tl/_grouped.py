@@ -12,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from anndata import AnnData
 from torch import nn
+
+from sivae._errors import InputError
 
 _MIN_VAR = 1e-8
 
@@ -88,3 +92,21 @@ def standardise(X: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     """Z-score the columns of X with the mean and s.d. of ``rows``; constant columns only centred."""
     mean, sd = X[rows].mean(0), X[rows].std(0)
     return (X - mean) / torch.where(sd > 1e-6, sd, torch.ones_like(sd))
+
+
+def dense_cells(adata: AnnData, layer: str | None, max_cells: int | None, seed: int) -> np.ndarray:
+    # adata.X (or a layer) as dense float32, of a seeded sample of at most max_cells cells
+    if not isinstance(adata, AnnData):
+        raise InputError(f"expected an AnnData; got {type(adata).__name__}")
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"adata.layers has no {layer!r}; choose one of {list(adata.layers)} or None for adata.X")
+    rows = np.arange(adata.n_obs)
+    if max_cells is not None and adata.n_obs > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+    X = adata.X if layer is None else adata.layers[layer]
+    X = X[rows]
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    X = np.array(X, dtype=np.float32)
+    if not np.isfinite(X).all():
+        raise InputError("the expression matrix holds NaN or infinite values; remove or impute them first")
+    return X

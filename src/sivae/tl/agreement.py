@@ -47,7 +47,8 @@ def agreement(
     loadings: Mapping[str, str | np.ndarray | CellwiseAttributions],
     *,
     dims: list[int] | None = None,
-    key_added: str | None = KEYS.AGREEMENT,
+    key_added: str | None = None,
+    inplace: bool = True,
 ) -> pd.DataFrame:
     """Per-dimension |Spearman| between every pair of interpretations, and its median.
 
@@ -60,8 +61,9 @@ def agreement(
         attributions from ``sivae.tl.attribute`` / ``gene_relevance`` (summarised here).
     dims
         Dimensions to compare (0-based); None: all K, which must then be equal for all.
-    key_added
-        Write the table to ``adata.uns[key_added]`` (default "sivae_agreement"); None: do not.
+    key_added, inplace
+        The table is written to ``adata.uns[key_added]``; None: ``"sivae_agreement"`` (the key
+        rule of ``sivae.tl``). ``inplace=False``: write nothing, only return it.
 
     Returns
     -------
@@ -89,8 +91,8 @@ def agreement(
         row.update(median=float(np.nanmedian(rho)), mean=float(np.nanmean(rho)))
         rows.append(row)
     table = pd.DataFrame(rows)
-    if key_added is not None:
-        adata.uns[key_added] = table
+    if inplace:
+        adata.uns[KEYS.AGREEMENT if key_added is None else key_added] = table
     return table
 
 

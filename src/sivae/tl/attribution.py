@@ -168,6 +168,7 @@ class CellwiseAttributions:
     """
 
     readout: torch.Tensor | None = None
+    default_key: str = KEYS.ATTRIBUTION  # where summarize_attributions writes by default
 
     def __init__(self, adata: AnnData, cells: np.ndarray, feature_names: np.ndarray, n_dims: int,
                  batch_size: int, description: str) -> None:
@@ -191,6 +192,10 @@ class CellwiseAttributions:
 
     def _factors(self, rows: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
+
+    def provenance(self) -> dict[str, Any]:
+        """How these attributions were made, for ``uns[key]`` beside their summary (empty: nothing to record)."""
+        return {}
 
     def chunks(self) -> Iterator[torch.Tensor]:
         """Attributions of ``batch_size`` cells at a time, (b, F, K), in the order of ``cells``."""
@@ -230,11 +235,11 @@ class Attributions(CellwiseAttributions):
         self.method, self.target, self.mode, self.baseline = method, target, mode, baseline
         self._options = options
         self._model = model
-        self._source = model.cells if adata is model.adata else model._other_cells(adata)
+        self._source = model.cell_source(adata)
         n_features, k = len(model.feature_names), model.config.n_latent
         if target == "decoder":
             self._fn = cell.decoder
-            self.readout = model._decoded_features().float()  # v_{f,L}, (F, H)
+            self.readout = model.decoded_features().float()  # v_{f,L}, (F, H)
             n_out = self.readout.shape[1]
         else:
             self._fn = _EncoderMean(cell.encoder)
@@ -247,6 +252,12 @@ class Attributions(CellwiseAttributions):
             batch_size = int(np.clip(_CHUNK_ELEMENTS // max(n_features * k + held, 1), 1, 512))
         super().__init__(adata, cells, np.asarray(model.feature_names), k, batch_size,
                          f"{method} on the {target} ({mode} mode)")
+        self.default_key = attribution_key(method, target)
+
+    def provenance(self) -> dict[str, Any]:
+        """Method, target, mode, number of cells, seed and baseline, as `attribute` was called."""
+        return {"method": self.method, "target": self.target, "mode": self.mode, "n_cells": len(self.cells),
+                "seed": self._options["seed"], "baseline": self.baseline}
 
     def _inputs(self, rows: np.ndarray) -> torch.Tensor:
         x = self._source.rows(rows).to(self._model.device)  # (b, F) scaled
@@ -268,7 +279,8 @@ class Attributions(CellwiseAttributions):
 
 
 def attribution_key(method: str, target: str = "decoder") -> str:
-    """Where ``sivae attribute`` keeps a summary: ``varm["sivae_attribution_<method>"]`` (+ "_encoder")."""
+    """Where `summarize_attributions` keeps a summary by default: ``varm["sivae_attribution_<method>"]``
+    (+ "_encoder"), and how it was made in ``uns`` under the same key."""
     return f"{KEYS.ATTRIBUTION}_{method}" + ("_encoder" if target == "encoder" else "")
 
 
@@ -352,7 +364,9 @@ def attribute(
     Returns
     -------
     Attributions
-        Per-cell S[c, f, d] (c in ``.cells``, rows of ``adata``), chunk by chunk.
+        Per-cell S[c, f, d] (c in ``.cells``, rows of ``adata``), chunk by chunk. Writes
+        nothing: :func:`summarize_attributions` writes the summary to
+        ``varm["sivae_attribution_<method>"]`` and this call's parameters to ``uns`` beside it.
 
     Notes
     -----

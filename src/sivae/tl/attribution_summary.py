@@ -4,6 +4,7 @@ cells x features x K tensor is ever held."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +23,7 @@ def summarize_attributions(
     sketch_rank: int = 64,
     seed: int = 0,
     key_added: str | None = None,
+    inplace: bool = True,
 ) -> np.ndarray:
     """Summarise per-cell attributions into F x K loadings, as the paper's Methods do.
 
@@ -45,8 +47,13 @@ def summarize_attributions(
         Width r of the random sketch used when there is no linear read-out and F > r.
     seed
         Seed of the sketch.
-    key_added
-        Also write U to ``attr.adata.varm[key_added]`` (None: do not write).
+    key_added, inplace
+        Where U is written (the rule of ``sivae.tl``): ``attr.adata.varm[key_added]``; None:
+        ``"sivae_attribution_<method>"`` (+ ``"_encoder"``) for :func:`attribute`'s,
+        ``"sivae_gene_relevance"`` for Gene Relevance. With :func:`attribute`'s, how they were
+        made (method, target, mode, n_cells, seed, baseline, seconds) goes to
+        ``attr.adata.uns[key_added]``. ``inplace=False``: write nothing, only return U (for
+        attributions of an AnnData that holds other features than the model's).
 
     Returns
     -------
@@ -70,6 +77,11 @@ def summarize_attributions(
         raise InputError(f"a principal component needs at least 2 cells; the attributions hold {n}")
     if isinstance(sketch_rank, bool) or int(sketch_rank) < 1:
         raise InputError(f"sketch_rank must be a positive integer; got {sketch_rank!r}")
+    if inplace and (attr.adata.n_vars != n_features
+                    or not np.array_equal(np.asarray(attr.adata.var_names), attr.feature_names)):
+        raise InputError("writing the summary needs the attributed AnnData to hold exactly the model's "
+                         "features, in order; subset it to them, or pass inplace=False")
+    t0 = time.perf_counter()
     ref = _reference(attr, reference)
     if attr.readout is not None:
         U, mean = _summary_factored(attr, center)
@@ -77,10 +89,12 @@ def summarize_attributions(
         U, mean = _summary_sketched(attr, center, int(sketch_rank), seed)
     U = _align_signs(U, mean if ref is None else torch.as_tensor(ref, dtype=U.dtype, device=U.device))
     out = U.float().cpu().numpy()
-    if key_added is not None:
-        if attr.adata.n_vars != n_features or not np.array_equal(np.asarray(attr.adata.var_names), attr.feature_names):
-            raise InputError("key_added needs the attributed AnnData to hold exactly the model's features, in order")
-        attr.adata.varm[key_added] = out
+    if inplace:
+        key = attr.default_key if key_added is None else key_added
+        attr.adata.varm[key] = out
+        provenance = attr.provenance()
+        if provenance:
+            attr.adata.uns[key] = {**provenance, "seconds": time.perf_counter() - t0}
     return out
 
 

@@ -4,7 +4,6 @@ centrality of an inferred network; and how stable a model's hub ranking is (boot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -95,6 +94,7 @@ def centrality_ci(
     n_boot: int = 200,
     level: float = 0.95,
     seed: int = 0,
+    key_added: str | None = None,
 ) -> pd.DataFrame:
     """Bootstrap over cells of siVAE's centrality ranks, without retraining: which hubs are stable.
 
@@ -116,14 +116,17 @@ def centrality_ci(
         Coverage of the rank interval.
     seed
         Seed of the replicate weights.
+    key_added
+        Prefix of the ``var`` columns written; None: ``"sivae_centrality"`` (the key rule of
+        ``sivae.tl``).
 
     Returns
     -------
     pandas.DataFrame
         Per gene (indexed by the model's features): ``centrality`` (on all the cells scored),
         ``rank`` (1 = most central), ``rank_low`` and ``rank_high`` (the interval). The ranks
-        are also written to ``var["sivae_centrality_rank"]``, ``var["sivae_centrality_rank_low"]``
-        and ``var["sivae_centrality_rank_high"]`` of ``adata`` (or of the model's AnnData).
+        are also written to ``var["<key_added>_rank"]``, ``var["<key_added>_rank_low"]`` and
+        ``var["<key_added>_rank_high"]`` of ``adata`` (or of the model's AnnData).
     """
     if not getattr(model, "is_trained", False):
         raise InputError("centrality_ci needs a trained model; call model.train() first")
@@ -131,20 +134,25 @@ def centrality_ci(
         raise InputError(f"n_boot must be an integer >= 2; got {n_boot!r}")
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1); got {level!r}")
+    if adata is None:
+        model.require_data("centrality_ci() without cells")
+    from sivae.model import accuracy_from_sums
+
     rng = np.random.default_rng(seed)
     n_genes = len(model.feature_names)
     full = np.zeros((3, n_genes))  # sse, sum, sum of squares on all cells
     boot = np.zeros((3, n_boot, n_genes))
     n_cells, boot_n = 0, np.zeros((n_boot, 1))
-    for truth, pred in _reconstructions(model, adata):
+    for truth, pred in model.reconstructions(adata):
         terms = torch.stack([(truth - pred).pow(2), truth, truth.pow(2)]).double().cpu().numpy()  # (3, B, F)
         weights = rng.poisson(1.0, size=(n_boot, truth.shape[0])).astype(np.float64)  # (n_boot, B)
         full += terms.sum(1)
         boot += np.einsum("rb,tbf->trf", weights, terms)
         n_cells += truth.shape[0]
         boot_n += weights.sum(1, keepdims=True)
-    centrality = _accuracy(full[:, None], np.array([[n_cells]], dtype=np.float64))[0]
-    ranks = _ranks(_accuracy(boot, boot_n))  # (n_boot, F)
+    centrality = accuracy_from_sums(*torch.from_numpy(full), n=max(n_cells, 1))
+    n_boot_cells = torch.from_numpy(np.maximum(boot_n, 1.0))  # a replicate that drew no cell: no NaN
+    ranks = _ranks(accuracy_from_sums(*torch.from_numpy(boot), n=n_boot_cells))  # (n_boot, F)
     tail = 100 * (1 - level) / 2
     result = pd.DataFrame({
         "centrality": centrality,
@@ -153,18 +161,10 @@ def centrality_ci(
         "rank_high": np.percentile(ranks, 100 - tail, axis=0, method="higher"),
     }, index=pd.Index(model.feature_names))
     target = model.adata if adata is None else adata
-    for column, key in (("rank", KEYS.CENTRALITY_RANK), ("rank_low", KEYS.CENTRALITY_RANK_LOW),
-                        ("rank_high", KEYS.CENTRALITY_RANK_HIGH)):
-        target.var[key] = result[column].reindex(target.var_names).to_numpy()
+    prefix = KEYS.CENTRALITY if key_added is None else key_added  # default: KEYS.CENTRALITY_RANK, ...
+    for column in ("rank", "rank_low", "rank_high"):
+        target.var[f"{prefix}_{column}"] = result[column].reindex(target.var_names).to_numpy()
     return result
-
-
-def _accuracy(terms: np.ndarray, n: np.ndarray) -> np.ndarray:
-    # 1 - MSE / variance from (sse, sum, sum of squares), each (R, F), with n (R, 1) cells
-    sse, s1, s2 = terms
-    n = np.maximum(n, 1.0)
-    var = np.maximum(s2 / n - (s1 / n) ** 2, 1e-12)
-    return 1.0 - (sse / n) / var
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -174,26 +174,3 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1)[None].repeat(len(scores), 0), axis=1)
     return ranks
 
-
-@torch.no_grad()
-def _reconstructions(model: Any, adata: AnnData | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    # (truth, prediction) per chunk of cells, in the space the model's centrality is measured in
-    from sivae.data.loaders import CellMatrix
-
-    nb = model.config.likelihood == "nb"
-    if adata is None:
-        model._need_data("centrality_ci() without cells")
-        rows, cells = model.train_idx, model.cells
-        counts = CellMatrix(model.adata.layers[KEYS.COUNTS]) if nb else None
-    else:
-        cells, rows = model._other_cells(adata), np.arange(adata.n_obs)
-        counts = CellMatrix(adata[:, model.feature_names].layers[KEYS.COUNTS]) if nb else None
-    v_L = model._decoded_features()
-    idx = torch.arange(v_L.shape[0], device=model.device)
-    for chunk, x in model._chunks(cells, rows):
-        pred = model.module.predict(x, v_L, idx)
-        if counts is None:
-            yield x, pred
-        else:  # "nb": compare in log1p(TP10K) space, as get_reconstruction_accuracy does
-            raw = counts.rows(chunk).to(model.device)
-            yield torch.log1p(raw / raw.sum(1, keepdim=True).clamp_min(1.0) * 1e4), torch.log1p(pred * 1e4)

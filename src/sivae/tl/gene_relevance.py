@@ -23,6 +23,7 @@ from anndata import AnnData
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from sivae._constants import KEYS
 from sivae._errors import InputError
 from sivae.data.loaders import CellMatrix
 
@@ -34,6 +35,8 @@ _CHUNK_ELEMENTS = 2**23  # floats in one chunk's neighbour differences (b x k x 
 
 class GeneRelevance(CellwiseAttributions):
     """Per-cell partial derivatives of each gene along each embedding dimension; see :func:`gene_relevance`."""
+
+    default_key = KEYS.GENE_RELEVANCE
 
     def __init__(self, adata: AnnData, matrix: CellMatrix, coords: np.ndarray, neighbours: np.ndarray,
                  small: float, batch_size: int, description: str) -> None:

@@ -21,14 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
 
-from ._grouped import _MIN_VAR, GroupedMLP, split_cells, standardise, train_grouped
+from ._grouped import _MIN_VAR, GroupedMLP, dense_cells, split_cells, standardise, train_grouped
 
 _EVAL_BYTES = 128 * 2**20  # one (queries x cells x genes) block of held-out predictions
 
@@ -45,7 +44,7 @@ def centrality_ground_truth(
     max_cells: int | None = 10_000,
     layer: str | None = None,
     seed: int = 0,
-    key_added: str = KEYS.GROUND_TRUTH_CENTRALITY,
+    key_added: str | None = None,
 ) -> pd.Series:
     """Per gene, the mean PVE of all other genes predicted from it by a small network.
 
@@ -67,7 +66,8 @@ def centrality_ground_truth(
     seed
         Seed of the split, the sample and the networks.
     key_added
-        Column of ``adata.var`` the result is written to.
+        Column of ``adata.var`` the result is written to; None: ``"sivae_ground_truth_centrality"``
+        (the key rule of ``sivae.tl``).
 
     Returns
     -------
@@ -75,7 +75,7 @@ def centrality_ground_truth(
         Ground-truth centrality per gene (indexed by ``adata.var_names``), also written to
         ``adata.var[key_added]``.
     """
-    X = _scaled_matrix(adata, layer, max_cells, seed)
+    X = dense_cells(adata, layer, max_cells, seed)
     n_cells, n_genes = X.shape
     if n_genes < 2 or n_cells < 10:
         raise InputError(f"ground-truth centrality needs at least 2 genes and 10 cells; got {n_cells} x {n_genes}")
@@ -97,6 +97,7 @@ def centrality_ground_truth(
     train_grouped(model, len(train), batch, epochs=epochs, batch_size=batch_size,
                   learning_rate=learning_rate, seed=seed)
     truth = _held_out_pve(model, X[torch.from_numpy(held_out)], basis)
+    key_added = KEYS.GROUND_TRUTH_CENTRALITY if key_added is None else key_added
     result = pd.Series(truth, index=adata.var_names.copy(), name=key_added)
     adata.var[key_added] = result.to_numpy()
     return result
@@ -145,19 +146,3 @@ def _svd(X: torch.Tensor, r: int) -> torch.Tensor:
     _, _, vt = torch.linalg.svd(X.double(), full_matrices=False)
     return vt[:r].T.float().contiguous()
 
-
-def _scaled_matrix(adata: AnnData, layer: str | None, max_cells: int | None, seed: int) -> np.ndarray:
-    if not isinstance(adata, AnnData):
-        raise InputError(f"expected an AnnData; got {type(adata).__name__}")
-    if layer is not None and layer not in adata.layers:
-        raise InputError(f"adata.layers has no {layer!r}; choose one of {list(adata.layers)} or None for adata.X")
-    rows = np.arange(adata.n_obs)
-    if max_cells is not None and adata.n_obs > max_cells:
-        rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
-    X = adata.X if layer is None else adata.layers[layer]
-    X = X[rows]
-    X = X.toarray() if sp.issparse(X) else np.asarray(X)
-    X = np.array(X, dtype=np.float32)
-    if not np.isfinite(X).all():
-        raise InputError("the expression matrix holds NaN or infinite values; remove or impute them first")
-    return X

@@ -18,9 +18,8 @@ from sklearn.neighbors import NearestNeighbors
 from sivae._constants import KEYS
 from sivae._errors import InputError
 
-from ._grouped import GroupedMLP, pve, split_cells, standardise, train_grouped
+from ._grouped import GroupedMLP, dense_cells, pve, split_cells, standardise, train_grouped
 from .centrality import degree_centrality
-from .ground_truth import _scaled_matrix
 
 # a method of compare_neighborhoods: a genes x genes weight matrix (DataFrame, larger = closer),
 # or a gene embedding (an adata.varm key, or a genes x dims array/DataFrame; Euclidean neighbours)
@@ -147,6 +146,7 @@ def compare_neighborhoods(
     max_cells: int | None = 10_000,
     layer: str | None = None,
     seed: int = 0,
+    key_added: str | None = None,
 ) -> dict[str, Any]:
     """The paper's neighbourhood benchmark: how well each method's k nearest genes predict a gene.
 
@@ -181,15 +181,15 @@ def compare_neighborhoods(
         ``query`` (names), ``neighbors`` (method -> queries x k DataFrame of names), ``pve``
         (queries x methods DataFrame), ``jaccard`` and ``correlation`` (methods x methods
         DataFrames). ``pve``, ``jaccard``, ``correlation`` and ``query`` are also written to
-        ``adata.uns["sivae_neighborhoods"]``. A query gene constant on the held-out cells has
-        a NaN PVE.
+        ``adata.uns[key_added]`` (None: ``"sivae_neighborhoods"``, the key rule of
+        ``sivae.tl``). A query gene constant on the held-out cells has a NaN PVE.
     """
     if not isinstance(adata, AnnData):
         raise InputError(f"expected an AnnData; got {type(adata).__name__}")
     if not isinstance(methods, Mapping) or len(methods) < 1:
         raise InputError("methods must be a dict of name -> weights or embedding, with at least one entry")
     k = _check_k(k, adata.n_vars)
-    X = torch.from_numpy(_scaled_matrix(adata, layer, max_cells, seed))
+    X = torch.from_numpy(dense_cells(adata, layer, max_cells, seed))
     q = _query_genes(adata, methods, query, n_top, centralities or {})
     names = list(methods)
     sets = {name: neighbor_sets(methods[name], adata, q, k) for name in names}
@@ -203,7 +203,7 @@ def compare_neighborhoods(
         "jaccard": _jaccard(sets, names),
         "correlation": _set_correlation(X, sets, names),
     }
-    adata.uns[KEYS.NEIGHBORHOODS] = {key: result[key] for key in ("query", "pve", "jaccard", "correlation")}
+    adata.uns[KEYS.NEIGHBORHOODS if key_added is None else key_added] = {key: result[key] for key in ("query", "pve", "jaccard", "correlation")}
     return result
 
 

@@ -1,5 +1,9 @@
 """Cross-validated evaluation of cell embeddings, as the paper measures them (Fig. 2b, S3).
 
+The protocol behind the embedding benchmarks (benchmarks/embedding_quality.py and the scripts
+that share its folds): a public module for them and for anyone who wants to score an embedding
+method the same way, kept out of the ``sivae.tl`` namespace of analyses of one fitted model.
+
 Stratified k-fold cross-validation where every model sees the training folds only: the
 preprocessing (highly variable genes, per-feature z-score) is fitted on the training cells and
 replayed on the held-out cells, the model is trained on the training cells, the held-out cells are
@@ -24,13 +28,12 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
-from sivae._constants import KEYS
-from sivae._errors import InputError
-from sivae.data.preprocess import preprocess, scale_features
-from sivae.data.transform import RowTransform
-from sivae.data.validate import constant_features
-
-from .metrics import _labels, _matrix, _positive_int
+from ._arrays import _labels, _matrix, _positive_int
+from ._constants import KEYS
+from ._errors import InputError
+from .data.preprocess import preprocess, scale_features
+from .data.record import Preprocessing
+from .data.validate import constant_features
 
 Embedder = Callable[[AnnData, AnnData], tuple[np.ndarray, np.ndarray]]
 
@@ -174,25 +177,16 @@ def split_fold(adata: AnnData, train_idx: np.ndarray, test_idx: np.ndarray, *,
         varying = ~constant_features(train.X)  # constant in the training cells: no signal, refused by models
         train, test = train[:, varying].copy(), test[:, varying].copy()
         scale_features(train, progress=False)
+        # the training z-score in float64 (Preprocessing.apply works in float32: the benchmarks'
+        # figures were measured on these values)
         X = test.X.toarray() if sp.issparse(test.X) else np.asarray(test.X, dtype=np.float64)
         X = (X - train.var[KEYS.FEATURE_MEAN].to_numpy()) / train.var[KEYS.FEATURE_STD].to_numpy()
         max_value = train.uns[KEYS.PREPROCESS].get("max_value")
         test.X = np.clip(X, -max_value, max_value).astype(np.float32) if max_value else X.astype(np.float32)
         return train, test
     preprocess(train, n_top_genes=n_top_genes, progress=False)
-    record = train.uns[KEYS.PREPROCESS]
-    counts = sp.csr_matrix(test.X, dtype=np.float32)
-    library = test.var_names.get_indexer(list(record["library_features"]))
-    transform = RowTransform(
-        library_size=np.asarray(counts[:, library].sum(1)).ravel(), target_sum=record["target_sum"],
-        log1p=True, columns=test.var_names.get_indexer(train.var_names),
-        mean=train.var[KEYS.FEATURE_MEAN].to_numpy(), std=train.var[KEYS.FEATURE_STD].to_numpy(),
-        max_value=record["max_value"],
-    )
-    kept = test[:, train.var_names].copy()
-    kept.layers[KEYS.COUNTS] = sp.csr_matrix(kept.X, dtype=np.float32)
-    kept.X = transform.apply(counts.copy(), np.arange(test.n_obs))
-    return train, kept
+    # the held-out cells as a model trained on `train` would treat new cells (sivae.pp.apply)
+    return train, Preprocessing.of(train).apply(test)
 
 
 class model_embedder:  # noqa: N801 - used like the function pca_embedder
@@ -243,7 +237,8 @@ def cross_validate(
     preprocess_mode: str = "auto",
     n_top_genes: int | None = 2000,
     folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    key_added: str | None = KEYS.CROSS_VALIDATION,
+    key_added: str | None = None,
+    inplace: bool = True,
 ) -> pd.DataFrame:
     """k-NN accuracy of held-out cells in stratified k-fold cross-validation (paper Fig. 2b, S3).
 
@@ -268,8 +263,9 @@ def cross_validate(
         As in `split_fold`.
     folds
         Explicit (train_idx, test_idx) pairs instead of `stratified_folds`.
-    key_added
-        Where to store the table in ``adata.uns``; None: do not store it.
+    key_added, inplace
+        Where the table is stored in ``adata.uns``; None: ``"sivae_cross_validation"`` (the
+        key rule of ``sivae.tl``). ``inplace=False``: store nothing, only return it.
 
     Returns
     -------
@@ -297,6 +293,6 @@ def cross_validate(
         rows.append({"fold": i, "n_train": len(train_idx), "n_test": len(test_idx), "k": k,
                      "accuracy": acc, "seconds": seconds})
     table = pd.DataFrame(rows)
-    if key_added is not None:
-        adata.uns[key_added] = table
+    if inplace:
+        adata.uns[KEYS.CROSS_VALIDATION if key_added is None else key_added] = table
     return table

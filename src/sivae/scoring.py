@@ -1,0 +1,164 @@
+"""What a fitted model computes over chosen cells: the public surface that ``sivae.tl`` builds on.
+
+`BaseModel` (model.py) mixes this in. The tools (hub bootstrap, attributions, sampling) read
+cells, decoded features and reconstructions through these methods only, so a model's internals
+can change without touching them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from ._constants import KEYS
+from ._errors import InputError
+from .data.backed import BackedCellMatrix
+from .data.loaders import CellMatrix, cells_on_features
+
+CHUNK = 1024  # cells per forward pass when embedding or scoring
+
+
+class ScoringMixin:
+    """Reading, encoding and reconstructing chosen cells with a model (mixed into `BaseModel`).
+
+    Uses the model's ``module``, ``device``, ``config``, ``feature_names``, ``feature_x``,
+    ``adata``, ``cells`` and ``train_idx``.
+    """
+
+    def require_data(self, what: str) -> None:
+        """Refuse ``what`` on a model loaded without its training data.
+
+        Parameters
+        ----------
+        what
+            The call that needs the data, as the sentence names it (e.g. "centrality_ci() without cells").
+
+        Raises
+        ------
+        InputError
+            When the model was loaded without its AnnData (``load(path)`` rather than ``load(path, adata)``).
+        """
+        if self.adata is None:
+            raise InputError(f"{what} needs the training data, but this model was loaded without it; "
+                             "load it with its AnnData: load(path, adata)")
+
+    def cell_source(self, adata: AnnData | None = None) -> CellMatrix | BackedCellMatrix:
+        """Rows of ``adata`` as the model reads them: scaled values on the model's features.
+
+        Parameters
+        ----------
+        adata
+            The model's own AnnData (None or ``model.adata``: the cells it trained on, in memory
+            or on disk), or other cells measured on its features (any order; other features
+            ignored), preprocessed like the training cells. Reads ``adata.X``.
+
+        Returns
+        -------
+        CellMatrix or BackedCellMatrix
+            ``.rows(indices)`` gives a (len(indices), F) float32 tensor on the CPU.
+        """
+        if adata is None:
+            self.require_data("reading the training cells")
+            return self.cells
+        return self.cells if adata is self.adata else cells_on_features(adata, self.feature_names)
+
+    def cell_chunks(self, cells: CellMatrix | BackedCellMatrix,
+                    rows: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """The cells ``rows`` of ``cells`` (from `cell_source`) in chunks of `CHUNK` cells.
+
+        Yields
+        ------
+        (numpy.ndarray, torch.Tensor)
+            The chunk's row indices and their scaled values on the model's device, (b, F).
+        """
+        for s in range(0, len(rows), CHUNK):
+            chunk = rows[s : s + CHUNK]
+            yield chunk, cells.rows(chunk).to(self.device)
+
+    @torch.no_grad()
+    def decoded_features(self) -> torch.Tensor:
+        """v_{f,L} of every feature at the posterior means (paper eq. 8's read-out), (F, H).
+
+        Returns
+        -------
+        torch.Tensor
+            On the model's device; for a model without a feature path (VAE, LDVAE), its free
+            per-feature parameters.
+        """
+        self.module.eval()
+        idx = torch.arange(len(self.feature_names), device=self.device)
+        fx = None if self.feature_x is None else self.feature_x.to(self.device)
+        return self.module.feature_decoded(fx, idx)
+
+    def _scored_cells(self, adata: AnnData | None, rows: np.ndarray | None
+                      ) -> tuple[CellMatrix | BackedCellMatrix, np.ndarray, CellMatrix | None]:
+        # (scaled cells, the rows to score, raw counts for "nb") of the training data or of adata
+        nb = self.config.likelihood == "nb"
+        if adata is None:
+            self.require_data("scoring the training cells")
+            counts = CellMatrix(self.adata.layers[KEYS.COUNTS]) if nb else None
+            return self.cells, self.train_idx if rows is None else rows, counts
+        cells = cells_on_features(adata, self.feature_names)
+        counts = CellMatrix(adata[:, self.feature_names].layers[KEYS.COUNTS]) if nb else None
+        return cells, np.arange(adata.n_obs) if rows is None else rows, counts
+
+    @torch.no_grad()
+    def reconstructions(self, adata: AnnData | None = None, *,
+                        rows: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The cells and their reconstructions at the posterior means, chunk by chunk.
+
+        Parameters
+        ----------
+        adata
+            Cells on the model's features, preprocessed like the training data; reads
+            ``adata.X`` and, for "nb", ``adata.layers["counts"]``. None: the model's training data.
+        rows
+            Which cells: row indices of ``adata``; None: all of its cells, or the training cells
+            (``model.train_idx``) of the model's own data.
+
+        Yields
+        ------
+        (torch.Tensor, torch.Tensor)
+            Truth and reconstruction, (b, F) each, on the model's device, in the space the
+            centrality is measured in: scaled values, or log1p(TP10K) for "nb" models.
+        """
+        cells, rows, counts = self._scored_cells(adata, rows)
+        self.module.eval()
+        v_L = self.decoded_features()
+        idx = torch.arange(v_L.shape[0], device=self.device)
+        for chunk, x in self.cell_chunks(cells, rows):
+            pred = self.module.predict(x, v_L, idx)
+            if counts is None:
+                yield x, pred
+            else:  # "nb": compare in log1p(TP10K) space
+                raw = counts.rows(chunk).to(self.device)
+                yield torch.log1p(raw / raw.sum(1, keepdim=True).clamp_min(1.0) * 1e4), torch.log1p(pred * 1e4)
+
+    def reconstruction_sums(self, adata: AnnData | None = None, *, rows: np.ndarray | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per feature, over the chosen cells: the squared errors of the reconstruction, and the
+        sums of the truth and of its square; `sivae.model.accuracy_from_sums` turns them into
+        the centrality.
+
+        Parameters
+        ----------
+        adata, rows
+            The cells, as in `reconstructions`.
+
+        Returns
+        -------
+        (sse, s1, s2)
+            float64 CPU tensors, (F,) each.
+        """
+        n_features = len(self.feature_names)
+        sse = torch.zeros(n_features, dtype=torch.float64)
+        s1 = torch.zeros_like(sse)
+        s2 = torch.zeros_like(sse)
+        for truth, pred in self.reconstructions(adata, rows=rows):
+            sse += (truth - pred).double().pow(2).sum(0).cpu()
+            s1 += truth.double().sum(0).cpu()
+            s2 += truth.double().pow(2).sum(0).cpu()
+        return sse, s1, s2
