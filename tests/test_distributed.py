@@ -117,6 +117,28 @@ def test_an_input_error_on_rank_zero_stops_every_rank(tmp_path: Path) -> None:
     assert not (tmp_path / "out.h5ad").exists()
 
 
+# -- sivae.distributed from Python ---------------------------------------------------------------
+@needs_distributed
+def test_a_python_script_under_torchrun_joins_the_group_and_reads_once(tmp_path: Path) -> None:
+    worker = Path(__file__).parent / "ddp_entry_worker.py"
+    result = _torchrun(str(worker), str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(N_PROCESSES)]
+    assert [r["rank"] for r in ranks] == list(range(N_PROCESSES))
+    assert all(r["world"] == N_PROCESSES and r["group_ended"] for r in ranks)
+    assert [r["loads"] for r in ranks] == [1] + [0] * (N_PROCESSES - 1)  # rank 0 alone read
+    assert all(r["X"] == ranks[0]["X"] for r in ranks) and ranks[0]["X"][3] == [9.0, 10.0, 11.0]
+
+
+def test_in_one_process_the_entry_points_do_nothing_but_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sivae.distributed import load_on_rank_zero, process_group
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with process_group("cpu") as rank:
+        assert rank == 0 and not torch.distributed.is_initialized()
+        assert load_on_rank_zero(lambda: "loaded") == "loaded"
+
+
 # -- the trainer on two ranks ---------------------------------------------------------------------
 @needs_distributed
 def test_ranks_hold_one_model_and_resume_exactly(tmp_path: Path) -> None:

@@ -168,3 +168,26 @@ def test_renders_in_headless_chromium(text, tmp_path):
     assert pixels.shape[0] >= 2000 and pixels.shape[1] >= 1100
     dark = (pixels.mean(axis=2) < 0.5).mean()
     assert 0.005 < dark < 0.5  # text and figures drawn on a white page, not blank, not an error page
+
+
+def test_parameters_of_a_2000_gene_model_folder_stay_a_short_table(fitted, tmp_path):
+    # the preprocessing record holds 2,000 names, means and deviations; the table shows counts
+    import torch
+
+    from sivae.data.record import Preprocessing
+    from sivae.saving import write_model_folder
+
+    adata, folder = fitted
+    genes = [f"gene{i}" for i in range(2000)]
+    record = Preprocessing(raw_counts=True, features=tuple(genes), mean=tuple(np.linspace(0.5, 1, 2000)),
+                           std=tuple(np.linspace(1, 2, 2000)), target_sum=1e4, max_value=10.0,
+                           library_features=tuple(genes))
+    meta = {"model": "sivae", "version": "test", "config": {}, "feature_names": genes}
+    write_model_folder(tmp_path / "big", meta=meta, tensors={"w": torch.zeros(1)}, preprocessing=record,
+                       overwrite=False)
+    page = build_report(adata, model_dir=tmp_path / "big", n_hubs=5)
+    section = page[page.index('<section id="parameters">'):page.index('<section id="analyses">')]
+    assert len(section) < 5000, len(section)  # before: every name, mean and deviation, ~100 kB
+    assert '"features": 2000' in section.replace("&quot;", '"') and "gene1999" not in section
+    with pytest.raises(InputError, match="is not a saved sivae model"):
+        build_report(adata, model_dir=tmp_path, n_hubs=5)

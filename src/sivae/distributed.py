@@ -1,6 +1,7 @@
-"""What sivae needs from ``torch.distributed``: where this process stands, each rank's share of
-the work, sums and gathers over ranks, and the module's loss as a forward() for
-DistributedDataParallel.
+"""What sivae needs from ``torch.distributed``: joining torchrun's process group
+(:func:`process_group`) and reading the data once (:func:`load_on_rank_zero`), where this process
+stands, each rank's share of the work, sums and gathers over ranks, and the module's loss as a
+forward() for DistributedDataParallel.
 
 Under torchrun every rank holds the same model and reads the same file; the passes over cells
 that do not train (preprocessing statistics, the feature-wise input's PCA, the outputs) are split
@@ -10,7 +11,8 @@ helper here is a no-op in a single process, so callers need no branch of their o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -25,6 +27,114 @@ if TYPE_CHECKING:
     from .module import Batch, Losses
 
 T = TypeVar("T")
+
+
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[int]:
+    """Join torchrun's process group when it started several processes; yields this process's rank.
+
+    In one process (no ``WORLD_SIZE``, or 1) it does nothing and yields 0, so the same script runs
+    with and without torchrun. Under torchrun it starts the default process group (NCCL on CUDA,
+    each process on GPU ``LOCAL_RANK``; gloo on CPU) and ends it on leaving the block. Inside the
+    block ``SIVAE(...).train()`` trains with DistributedDataParallel: every rank ends with the same
+    model and the same results in its AnnData.
+
+    Parameters
+    ----------
+    device
+        "auto" (a GPU when present), "cpu" or "cuda": the device the model will train on.
+
+    Yields
+    ------
+    int
+        This process's rank (0 in a single process).
+
+    Raises
+    ------
+    InputError
+        When ``WORLD_SIZE`` is not a number, torch has no ``torch.distributed``, or the group
+        cannot start (``WORLD_SIZE`` set without torchrun).
+
+    Examples
+    --------
+    ``torchrun --nproc_per_node=2 fit.py``, with fit.py::
+
+        import sivae
+        from sivae.distributed import load_on_rank_zero, process_group
+
+        def load():
+            adata = sivae.read("counts.h5ad")
+            sivae.pp.preprocess(adata)
+            return adata
+
+        with process_group("auto") as rank:
+            adata = load_on_rank_zero(load)  # read and preprocessed once, sent to every rank
+            model = sivae.SIVAE(adata, n_latent=10)
+            model.train()
+        if rank == 0:  # every rank holds the same model; one of them writes it
+            model.save("model")
+    """
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        world_size = int(text)
+    except ValueError:
+        raise InputError(f"the environment variable WORLD_SIZE is {text!r}, not a number of "
+                         "processes; unset it, or launch several with torchrun") from None
+    if world_size <= 1:
+        yield 0
+        return
+    if not dist.is_available():
+        raise InputError(f"WORLD_SIZE is {world_size} but this torch build has no torch.distributed; "
+                         "unset WORLD_SIZE to train in one process")
+    # only CUDA or not matters here (the model resolves the device itself, config.resolve_device;
+    # importing config here would close an import cycle through data.feature_input)
+    try:
+        cuda = torch.cuda.is_available() if str(device) == "auto" else torch.device(device).type == "cuda"
+    except RuntimeError as err:
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from err
+    if cuda:  # under torchrun, CUDA is GPU LOCAL_RANK
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    except (ValueError, RuntimeError) as err:  # e.g. WORLD_SIZE set by hand, no MASTER_ADDR
+        raise InputError(f"WORLD_SIZE is {world_size} but the process group could not start "
+                         f"({err}); launch with torchrun, or unset WORLD_SIZE to train in one "
+                         "process") from err
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
+def load_on_rank_zero(load: Callable[[], T]) -> T:
+    """``load()`` run once, on rank 0, and its result sent to every rank (in one process: ``load()``).
+
+    For data that every rank holds whole in memory: reading and preprocessing them once saves
+    the other ranks the work and guarantees that all train on the same values. An error in
+    ``load`` is raised on every rank (see :func:`raising_together`), so none waits for a result
+    that never comes. Data left on disk (``sivae.read_backed``) need no broadcast: there every
+    rank opens the file and reads its share.
+
+    Parameters
+    ----------
+    load
+        A function of no arguments returning what the ranks need, e.g. a preprocessed AnnData
+        (anything picklable).
+
+    Returns
+    -------
+    What ``load`` returned on rank 0.
+    """
+    context = distributed_context()
+    if context is None:
+        return load()
+    result = None
+    with raising_together():
+        if context[0] == 0:
+            result = load()
+    shared = [result]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def distributed_context() -> tuple[int, int] | None:

@@ -25,9 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import pl
-from ._constants import FILES, KEYS
+from ._constants import KEYS
 from ._errors import InputError
 from ._files import atomic_file, check_destination
+from .saving import read_model_folder
 
 __all__ = ["build_report", "write_report"]
 
@@ -108,20 +109,20 @@ def _training_curves(losses: dict[str, Any]) -> Figure:
 
 
 def _read_model_dir(model_dir: str | os.PathLike | None) -> dict[str, Any]:
+    # what the parameter table shows of a model folder: its scalars, and how many features the
+    # preprocessing record covers rather than its per-feature names, means and deviations
     if model_dir is None:
         return {}
-    folder = Path(model_dir)
-    path = folder / FILES.CONFIG
-    if not path.is_file():
-        raise InputError(f"{str(folder)!r} holds no {FILES.CONFIG}; pass the --model-dir that `sivae fit` wrote")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as err:
-        raise InputError(f"{str(path)!r} is not valid JSON ({err}); re-save the model") from err
-    preprocess = folder / FILES.PREPROCESS
-    if preprocess.is_file():
-        record = json.loads(preprocess.read_text())
-        meta["preprocessing"] = {k: v for k, v in record.items() if k not in ("features", "feature_mean", "feature_std")}
+    folder = read_model_folder(model_dir)  # a missing, corrupt or foreign folder: one sentence
+    meta = {key: folder.meta[key] for key in ("version", "model") if key in folder.meta}
+    record = folder.preprocessing
+    if record is not None:
+        meta["preprocessing"] = {
+            "raw_counts": record.raw_counts, "target_sum": record.target_sum, "max_value": record.max_value,
+            "features": len(record.features),
+            "library_features": None if record.library_features is None else len(record.library_features)}
+    elif folder.has_preprocessing_record:
+        meta["preprocessing"] = {"preprocessed": False}
     return meta
 
 

@@ -59,11 +59,14 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _check_output(path: str | os.PathLike[str], *, force: bool, what: str, folder: bool = False,
-                  suffix: str | None = ".h5ad", inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
+                  suffix: str | tuple[str, ...] | None = ".h5ad",
+                  inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
     """Refuse an output path now rather than after the work (sivae._files.check_destination's
-    rules: never a folder sivae did not write, never the input), plus the file suffix."""
-    if not folder and suffix is not None and not str(path).lower().endswith(suffix):
-        raise InputError(f"{what} {str(path)!r} must end in {suffix}")
+    rules: never a folder sivae did not write, never the input), plus the file suffix (one, or
+    a tuple of those allowed: the sentence names the first)."""
+    suffixes = (suffix,) if isinstance(suffix, str) else suffix
+    if not folder and suffixes is not None and not str(path).lower().endswith(suffixes):
+        raise InputError(f"{what} {str(path)!r} must end in {suffixes[0]}")
     return check_destination(path, what=what, overwrite=force, folder=folder, inputs=inputs)
 
 

@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from sivae._errors import InputError
-from sivae._files import check_destination
 
-from ._args import _check_input
+from ._args import _check_input, _check_output
 
 
 def add_parsers(sub: Any) -> None:
@@ -39,10 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     read_model_folder(args.model_dir)  # a missing or corrupt model is refused before IN is read
     source = _check_input(args.input)
-    if not args.output.lower().endswith(".h5ad"):
-        raise InputError(f"output {args.output!r} must end in .h5ad")
-    out = check_destination(args.output, what="output", overwrite=args.force,
-                            inputs=[source, args.model_dir])
+    out = _check_output(args.output, force=args.force, what="output", inputs=(source, args.model_dir))
     model = load_model(args.model_dir, None, device=args.device)
     if not args.no_preprocess and model.preprocessing is None:
         raise InputError(f"{args.model_dir!r} does not record how its training cells were preprocessed "

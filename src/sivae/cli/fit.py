@@ -9,9 +9,6 @@ then the h5ad is renamed in, so a failure leaves neither and concurrent runs nev
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +78,11 @@ def _add_fit(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check every destination, train, then write all outputs in one step."""
     from sivae import SIVAE
+    from sivae.distributed import process_group
 
     source = _check_input(args.input)
     out, model_dir, checkpoints = _destinations(args, source)
-    with _process_group(args.device) as rank:
+    with process_group(args.device) as rank:
         adata = _load_once(source, args, rank=rank)
         model = SIVAE(adata, **_model_options(args))
         mode = {"pretraining": args.pretraining} if args.pretraining else {}
@@ -131,41 +129,6 @@ def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | 
     return out, model_dir, checkpoints
 
 
-@contextmanager
-def _process_group(device: str) -> Iterator[int]:
-    """Join torchrun's process group when it started several of us; yields this process's rank."""
-    text = os.environ.get("WORLD_SIZE", "1")
-    try:
-        world_size = int(text)
-    except ValueError:
-        raise InputError(f"the environment variable WORLD_SIZE is {text!r}, not a number of "
-                         "processes; unset it, or launch several with torchrun") from None
-    if world_size <= 1:
-        yield 0
-        return
-    import torch
-    import torch.distributed as dist
-
-    from sivae.config import resolve_device
-
-    if not dist.is_available():
-        raise InputError(f"WORLD_SIZE is {world_size} but this torch build has no torch.distributed; "
-                         "unset WORLD_SIZE to train in one process")
-    dev = resolve_device(device)  # under torchrun, CUDA is GPU LOCAL_RANK
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    try:
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    except (ValueError, RuntimeError) as err:  # e.g. WORLD_SIZE set by hand, no MASTER_ADDR
-        raise InputError(f"WORLD_SIZE is {world_size} but the process group could not start "
-                         f"({err}); launch with torchrun, or unset WORLD_SIZE to train in one "
-                         "process") from err
-    try:
-        yield dist.get_rank()
-    finally:
-        dist.destroy_process_group()
-
-
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {
         "n_latent": args.n_latent, "gamma": args.gamma, "likelihood": args.likelihood,
@@ -188,20 +151,12 @@ def _load_once(source: Path, args: argparse.Namespace, *, rank: int) -> Any:
     others receive the result; on disk (--backed) every rank takes part, each reading its share
     of the cells in every preprocessing pass (sivae.data.streaming).
     """
-    from sivae.distributed import distributed_context, raising_together
+    from sivae.distributed import load_on_rank_zero
 
     progress = not args.no_progress and rank == 0
-    if args.backed or distributed_context() is None:
+    if args.backed:
         return _load(source, args, progress=progress)
-    import torch.distributed as dist
-
-    adata = None
-    with raising_together():
-        if rank == 0:
-            adata = _load(source, args, progress=progress)
-    shared = [adata]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
+    return load_on_rank_zero(lambda: _load(source, args, progress=progress))
 
 
 def _load(source: Path, args: argparse.Namespace, *, progress: bool) -> Any:
@@ -221,9 +176,5 @@ def _load(source: Path, args: argparse.Namespace, *, progress: bool) -> Any:
 def _preprocess(adata: Any, *, n_top_genes: int | None, progress: bool = True) -> Any:
     from sivae import pp
 
-    try:
-        result = pp.preprocess(adata, n_top_genes=n_top_genes, progress=progress)
-    except InputError as err:  # point command-line users to the flag, not the Python function
-        hint = "pass --no-preprocess (z-score them per feature first)"
-        raise InputError(str(err).replace("use sivae.pp.scale_features instead", hint)) from err
+    result = pp.preprocess(adata, n_top_genes=n_top_genes, progress=progress)
     return adata if result is None else result

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 
 from sivae._constants import KEYS
-from sivae._errors import InputError
-from sivae._files import check_destination
 
-from ._args import _check_input, _positive_int
+from ._args import _check_input, _check_output, _positive_int
 
 
 def add_parsers(sub: Any) -> None:
@@ -52,25 +49,18 @@ def run(args: argparse.Namespace) -> int:
     from sivae.tl.attribution_summary import summarize_attributions
 
     source = _check_input(args.input)
-    if not args.output.lower().endswith(".h5ad"):
-        raise InputError(f"output {args.output!r} must end in .h5ad")
-    out = check_destination(args.output, what="output", overwrite=args.force,
-                            inputs=[source, args.model_dir])
+    out = _check_output(args.output, force=args.force, what="output", inputs=(source, args.model_dir))
     adata = read(source)
     model = load_model(args.model_dir, adata, device=args.device)
     loadings = model.keys.loadings if model.keys.loadings in adata.varm else None
-    t0 = time.perf_counter()
     attr = attribute(model, adata, method=args.method, target=args.target, mode=args.mode,
                      n_cells=args.n_cells, seed=args.seed, baseline=args.baseline)
     key = attribution_key(args.method, args.target)
-    summarize_attributions(attr, reference=loadings, key_added=key)
-    seconds = time.perf_counter() - t0
-    adata.uns[key] = {"method": args.method, "target": args.target, "mode": args.mode,
-                      "n_cells": len(attr.cells), "seed": args.seed, "baseline": args.baseline,
-                      "seconds": seconds}
+    summarize_attributions(attr, reference=loadings, key_added=key)  # also writes uns[key]: how
+    seconds = adata.uns[key]["seconds"]
     agree = ""
     if loadings is not None:
-        table = agreement(adata, {"loadings": loadings, args.method: key}, key_added=None)
+        table = agreement(adata, {"loadings": loadings, args.method: key}, inplace=False)
         agree = f"; median |Spearman| with varm[{loadings!r}] {float(np.asarray(table['median'])[0]):.3f}"
     write_h5ad(adata, out, force=args.force)
     print(f"wrote {out}: {args.method} on the {args.target} of {len(attr.cells)} cells in "

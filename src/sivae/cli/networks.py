@@ -7,14 +7,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from sivae._constants import KEYS
-from sivae._errors import InputError
-from sivae._files import atomic_file, check_destination
+from sivae._files import atomic_file
 
-from ._args import _check_input, _positive_int
+from ._args import _check_input, _check_output, _positive_int
 
 
 def add_parsers(sub: Any) -> None:
@@ -82,12 +78,10 @@ def run_neighbors(args: argparse.Namespace) -> int:
 
 def run_grn(args: argparse.Namespace) -> int:
     """Infer the network and write its edge list atomically."""
-    from sivae.tl import grn
+    from sivae.tl import edge_list, grn
 
-    if not args.output.lower().endswith(".csv"):
-        raise InputError(f"output {args.output!r} must end in .csv")
-    source = _check_input(args.input)
-    out = check_destination(args.output, what="output", overwrite=args.force, inputs=[source])
+    out = _check_output(args.output, force=args.force, what="output", suffix=".csv",
+                        inputs=(_check_input(args.input),))
     options = {"n_jobs": args.n_jobs, "seed": args.seed} if args.method == "grnboost2" else {}
     weights = grn(_read(args.input), method=args.method, layer=args.layer, **options)
     edges = edge_list(weights, directed=args.method == "grnboost2", top=args.top)
@@ -96,15 +90,3 @@ def run_grn(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(edges):,} {args.method} edges between {weights.shape[0]:,} genes")
     return 0
 
-
-def edge_list(weights: pd.DataFrame, *, directed: bool, top: int | None = None) -> pd.DataFrame:
-    """Nonzero edges of a weight matrix as source, target, weight; strongest first."""
-    w = weights.to_numpy()
-    if directed:
-        rows, cols = np.nonzero(w)
-    else:
-        rows, cols = np.nonzero(np.triu(w, k=1))
-    values = w[rows, cols]
-    order = np.argsort(-values, kind="stable")[:top]
-    names = weights.index.to_numpy(dtype=str)
-    return pd.DataFrame({"source": names[rows[order]], "target": names[cols[order]], "weight": values[order]})

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sivae._errors import InputError
-from sivae._files import check_destination
-
-from ._args import _check_input, _positive_int
+from ._args import _check_input, _check_output, _positive_int
 
 
 def add_parsers(sub: Any) -> None:
@@ -37,9 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from sivae.report import write_report
 
     source = _check_input(args.input)
-    if str(args.output).lower().rsplit(".", 1)[-1] not in ("html", "htm"):
-        raise InputError(f"output {args.output!r} must end in .html")
-    check_destination(args.output, what="output", overwrite=args.force, inputs=[source])
+    _check_output(args.output, force=args.force, what="output", suffix=(".html", ".htm"), inputs=(source,))
     adata = read(source)
     path = write_report(adata, args.output, overwrite=args.force, model_dir=args.model_dir, color=args.color,
                         n_hubs=args.hubs, title=args.title, source=str(source))

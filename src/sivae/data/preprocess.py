@@ -30,9 +30,9 @@ from .validate import (
 
 __all__ = ["preprocess", "scale_features"]
 
-_COUNTS_HINT = (
+_COUNTS_HINT = (  # one sentence for Python and command-line users alike
     "sivae.pp.preprocess expects raw counts, so for data that are already normalised "
-    "use sivae.pp.scale_features instead"
+    "use sivae.pp.scale_features instead (on the command line: sivae fit --no-preprocess)"
 )
 
 

@@ -206,7 +206,8 @@ def _scan_counts(
             if np.any(block.data < 0) or np.any(block.data != np.rint(block.data)):
                 raise InputError(
                     f"{matrix.key} of {str(matrix.path)!r} holds negative or non-integer values, so "
-                    "it is not raw counts; for normalised data use sivae.pp.scale_features instead"
+                    "it is not raw counts; for normalised data use sivae.pp.scale_features instead "
+                    "(on the command line: sivae fit --no-preprocess)"
                 )
             totals[rows] = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
             extent.add(block)

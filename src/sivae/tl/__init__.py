@@ -22,7 +22,7 @@ from .metrics import hubs_in_top, isolated_norm_ratio, knn_accuracy, loading_sil
 # gene networks (issue 15): degree centrality and its bootstrap, GRN methods, edge recovery,
 # ground-truth centrality, neighbourhoods
 from .centrality import centrality_ci, degree_centrality
-from .edges import edge_recovery
+from .edges import edge_list, edge_recovery
 from .grn import aracne, clr, grn, mrnet, mutual_information
 from .ground_truth import centrality_ground_truth
 from .neighborhoods import compare_neighborhoods, neighbors
@@ -35,5 +35,5 @@ from .gene_relevance import gene_relevance
 
 __all__ = ["hubs", "hubs_in_top", "isolated_norm_ratio", "knn_accuracy", "loading_silhouette"]
 __all__ += ["aracne", "centrality_ci", "centrality_ground_truth", "clr", "compare_neighborhoods",
-            "degree_centrality", "edge_recovery", "grn", "mrnet", "mutual_information", "neighbors"]
+            "degree_centrality", "edge_list", "edge_recovery", "grn", "mrnet", "mutual_information", "neighbors"]
 __all__ += ["agreement", "agreement_matrix", "attribute", "gene_relevance", "summarize_attributions"]

@@ -1,4 +1,4 @@
-"""Edge recovery of an inferred gene network against known edges (BEELINE's scores).
+"""Edge recovery of an inferred gene network against known edges (BEELINE's scores), and its edge list.
 
 BEELINE (Pratapa et al. 2020, Nat Methods) scores a network by AUROC, by the AUPRC ratio (area
 under the precision-recall curve over that of a random predictor, which equals the edge density),
@@ -95,3 +95,35 @@ def _edge_positions(true_edges: Any, names: pd.Index | None, n: int) -> np.ndarr
     if edges.dtype.kind not in "iu" or edges.min() < 0 or edges.max() >= n:
         raise InputError(f"true_edges must be gene names (with a DataFrame of weights) or indices below {n}")
     return edges.astype(np.int64)
+
+
+def edge_list(weights: pd.DataFrame, *, directed: bool, top: int | None = None) -> pd.DataFrame:
+    """The nonzero edges of a gene network as a table, strongest first (what ``sivae grn`` writes).
+
+    Parameters
+    ----------
+    weights
+        Genes x genes weights indexed by gene name, e.g. from :func:`sivae.tl.grn`.
+    directed
+        List every nonzero i -> j (GRNBoost2); False: each pair once, from the upper triangle
+        (CLR, MRNET, ARACNE, whose matrices are symmetric).
+    top
+        Keep only the ``top`` strongest edges; None: all of them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``source``, ``target``, ``weight``, by decreasing weight (ties in matrix order).
+    """
+    if not isinstance(weights, pd.DataFrame):
+        raise InputError(f"weights must be a genes x genes DataFrame indexed by gene name, e.g. from "
+                         f"sivae.tl.grn; got {type(weights).__name__}")
+    w = weights.to_numpy()
+    if directed:
+        rows, cols = np.nonzero(w)
+    else:
+        rows, cols = np.nonzero(np.triu(w, k=1))
+    values = w[rows, cols]
+    order = np.argsort(-values, kind="stable")[:top]
+    names = weights.index.to_numpy(dtype=str)
+    return pd.DataFrame({"source": names[rows[order]], "target": names[cols[order]], "weight": values[order]})
