@@ -88,7 +88,7 @@ class _Node(nn.Module):
 def _whole_decoder(model: Any) -> nn.Module:
     cell = model.module.cell if hasattr(model.module, "cell") else model.module
     readout = nn.Linear(cell.weight.shape[1], cell.weight.shape[0])
-    readout.weight.data, readout.bias.data = model._decoded_features().clone(), cell.bias.detach().clone()
+    readout.weight.data, readout.bias.data = model.decoded_features().clone(), cell.bias.detach().clone()
     return nn.Sequential(cell.decoder, readout).eval()
 
 

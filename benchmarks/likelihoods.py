@@ -63,7 +63,7 @@ def ours(model_class: Any, train: Any, test: Any, k_latent: int, seed: int, args
     module = model.module
     log_theta = module.log_theta if hasattr(module, "log_theta") else module.cell.log_theta
     with torch.no_grad():
-        v_L = model._decoded_features()  # (F, H) at the posterior means of v
+        v_L = model.decoded_features()  # (F, H) at the posterior means of v
         idx = torch.arange(v_L.shape[0])
         x = torch.as_tensor(np.asarray(test.X), dtype=torch.float32)
         rho = module.predict(x, v_L, idx).numpy()  # (cells, F) at the posterior means of z
