@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     attr = attribute(model, adata, method=args.method, target=args.target, mode=args.mode,
                      n_cells=args.n_cells, seed=args.seed, baseline=args.baseline)
     key = attribution_key(args.method, args.target)
-    summarize_attributions(attr, reference=loadings, key_added=key)  # also writes uns[key]: how
+    summarize_attributions(attr, reference=loadings, key_added=key)  # and uns[key]: how, in what time
     seconds = adata.uns[key]["seconds"]
     agree = ""
     if loadings is not None:

@@ -89,4 +89,3 @@ def run_grn(args: argparse.Namespace) -> int:
         edges.to_csv(tmp, index=False)
     print(f"wrote {out}: {len(edges):,} {args.method} edges between {weights.shape[0]:,} genes")
     return 0
-
