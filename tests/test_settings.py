@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pytest
@@ -13,10 +13,10 @@ import pytest
 import sivae
 from sivae._errors import InputError
 from sivae.cli import _parser, main
-from sivae.cli._settings import option_name
+from sivae.cli._settings import add_settings, given, option_name
 from sivae.config import ModelConfig
 from sivae.modes import TRAINING_MODES, Paper, Plan, register
-from sivae.settings import check_value
+from sivae.settings import Interval, check, check_value, document, setting
 from sivae.train_config import TrainConfig, shared_with
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +44,8 @@ def test_each_setting_is_one_fit_option_with_the_dataclass_default_and_help(cls,
     action = actions[f.name]
     assert option_name(f) in action.option_strings
     shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-    assert action.help.replace("%%", "%") == f"{f.metadata['help']} (default {shown})"
+    mode = f" ({f.metadata['mode']} mode only)" if f.metadata.get("mode") else ""
+    assert action.help.replace("%%", "%") == f"{f.metadata['help']}{mode} (default {shown})"
     assert action.default is argparse.SUPPRESS  # not given: the dataclass's own default applies
     if f.metadata.get("choices") is not None:
         assert tuple(action.choices) == tuple(f.metadata["choices"])
@@ -139,3 +140,23 @@ def test_a_new_mode_is_one_class() -> None:
         assert [(h["phase"], h["epoch"]) for h in model.history] == [("cell", 0), ("feature", 0), ("joint", 0)]
     finally:
         del TRAINING_MODES["short-test"]
+
+
+@dataclass(frozen=True)
+class _Covariates:  # a setting added as one field: checked, parsed and documented with no other edit
+    batch_key: str | None = setting(None, "column of adata.obs naming each cell's batch")
+    categorical_covariate_keys: tuple[str, ...] | None = setting(None, "columns of adata.obs to correct for")
+    n_layers: int = setting(1, "layers", range=Interval(1))
+
+
+def test_a_new_setting_is_one_field() -> None:
+    parser = argparse.ArgumentParser()
+    add_settings(parser, _Covariates)
+    args = parser.parse_args(["--batch-key", "sample", "--categorical-covariate-keys", "donor, lab"])
+    assert given(args, _Covariates) == {"batch_key": "sample", "categorical_covariate_keys": ("donor", "lab")}
+    check(_Covariates(**given(args, _Covariates)))
+    with pytest.raises(InputError, match=r"^categorical_covariate_keys must be a list of strings or None, got \(1,\)"):
+        check(_Covariates(categorical_covariate_keys=(1,)))
+    with pytest.raises(InputError, match=r"^n_layers must be at least 1 \(a positive integer\), got 0$"):
+        check(_Covariates(n_layers=0))
+    assert "batch_key : a string or None, default None" in document(_Covariates).__doc__

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import types
 import typing
-from collections.abc import Container, Iterator
-from dataclasses import MISSING, Field, dataclass, field, fields
+from collections.abc import Container
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -92,17 +92,21 @@ def is_number(value: Any) -> bool:
 
 
 # -- the one place each setting is checked ----------------------------------------------------------
+_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}
+_PLURALS = {int: "integers", float: "numbers", str: "strings"}
+
+
 @dataclass(frozen=True)
 class Kind:
-    """What a field's annotation allows: its base type, and None or not."""
+    """What a field's annotation allows: its base type, its entries' type (a tuple's), None or not."""
 
-    base: type  # int, float, str, bool or tuple (of integers)
+    base: type  # int, float, str, bool or tuple
     optional: bool
+    item: type | None = None  # a tuple's entries: tuple[int, ...] -> int
 
     @property
     def phrase(self) -> str:
-        words = {int: "an integer", float: "a number", str: "a string", bool: "True or False",
-                 tuple: "a list of integers"}[self.base]
+        words = f"a list of {_PLURALS[self.item]}" if self.base is tuple else _WORDS[self.base]
         return words + (" or None" if self.optional else "")
 
     def holds(self, value: Any) -> bool:
@@ -115,7 +119,7 @@ class Kind:
         if self.base is bool:
             return isinstance(value, (bool, np.bool_))
         if self.base is tuple:
-            return isinstance(value, (tuple, list)) and all(is_int(v) for v in value)
+            return isinstance(value, (tuple, list)) and all(Kind(self.item, False).holds(v) for v in value)
         return isinstance(value, self.base)
 
 
@@ -127,7 +131,8 @@ def kind_of(cls: type, name: str) -> Kind:
     if optional:
         hint = next(a for a in args if a is not type(None))
     base = typing.get_origin(hint) or hint
-    return Kind(base=base, optional=optional)
+    item = typing.get_args(hint)[0] if base is tuple else None
+    return Kind(base=base, optional=optional, item=item)
 
 
 def expected(cls: type, f: Field) -> str:
@@ -180,16 +185,16 @@ def refuse_unknown(cls: type, given: Any, where: str) -> None:
                          f"help({cls.__module__}.{cls.__name__})")
 
 
-def defaults(cls: type) -> Iterator[tuple[str, Any]]:
-    """(name, default) of each field of ``cls``."""
-    for f in fields(cls):
-        yield f.name, None if f.default is MISSING else f.default
+def describe(f: Field) -> str:
+    """Setting ``f``'s help, naming the training mode that alone reads it."""
+    mode = f.metadata.get("mode")
+    return f.metadata.get("help", "") + (f" ({mode} mode only)" if mode else "")
 
 
 def document(cls: type) -> type:
     """Append each setting's default, accepted values and help to ``cls``'s docstring (numpydoc)."""
     lines = ["", "    Attributes", "    ----------"]
     for f in fields(cls):
-        lines += [f"    {f.name} : {expected(cls, f)}, default {f.default!r}", f"        {f.metadata.get('help', '')}"]
+        lines += [f"    {f.name} : {expected(cls, f)}, default {f.default!r}", f"        {describe(f)}"]
     cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
     return cls

@@ -14,7 +14,7 @@ from dataclasses import Field, fields
 from typing import Any
 
 from sivae._errors import InputError
-from sivae.settings import check_value, kind_of
+from sivae.settings import Kind, check_value, describe, kind_of
 
 
 def option_name(f: Field) -> str:
@@ -26,7 +26,7 @@ def option_help(f: Field) -> str:
     """``f``'s help and default, as --help prints them."""
     default = f.default
     shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-    return f"{f.metadata['help']} (default {shown})".replace("%", "%%")
+    return f"{describe(f)} (default {shown})".replace("%", "%%")
 
 
 def _integer(text: str) -> int:
@@ -50,6 +50,10 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 64,32; got {text!r}") from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(","))
+
+
 def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse_or_none(text: str) -> Any:
         return None if text.strip().lower() == "none" else parse(text)
@@ -58,7 +62,13 @@ def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_none
 
 
-_PARSERS = {int: _integer, float: _number, tuple: _widths, str: str}
+_PARSERS = {int: _integer, float: _number, str: str}
+
+
+def _parser_of(kind: Kind) -> Callable[[str], Any]:
+    # a tuple is written comma-separated: integers (layer widths) or names
+    parse = (_widths if kind.item is int else _names) if kind.base is tuple else _PARSERS[kind.base]
+    return _or_none(parse) if kind.optional else parse
 
 
 def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[str] = ()) -> list[str]:
@@ -78,9 +88,8 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, *, skip: Iterable[s
         elif f.metadata.get("choices") is not None:
             options["choices"] = tuple(f.metadata["choices"])
         else:
-            parse = _PARSERS[kind.base]
-            options["type"] = _or_none(parse) if kind.optional else parse
-            options["metavar"] = "W1,W2,..." if kind.base is tuple else f.name.upper()
+            options["type"] = _parser_of(kind)
+            options["metavar"] = ("W1,W2,..." if kind.item is int else "A,B,...") if kind.base is tuple else f.name.upper()
         parser.add_argument(option_name(f), **options)
         names.append(f.name)
     return names
