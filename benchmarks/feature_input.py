@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embedding_quality import restore_threads, subsample  # noqa: E402
 from make_report import add_arguments, command_line, out_dir, write_result  # noqa: E402
+from sivae.modes import TRAINING_MODES  # noqa: E402  (sivae's training modes)
 
 
 def settings_grid(c_reds: list[int]) -> list[tuple[str, int | None]]:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-cells", type=int, default=None, help="pbmc68k_reduced subsample")
     parser.add_argument("--network-cells", type=int, default=None, help="simulated network cells (default 2,000)")
     parser.add_argument("--hidden", nargs="+", type=int, default=None)
-    parser.add_argument("--pretraining", choices=("paper", "finetune", "budget"), default="paper",
+    parser.add_argument("--pretraining", choices=tuple(TRAINING_MODES), default="paper",
                         help="siVAE's training procedure (default paper: what Fig. S12 measures)")
     args = parser.parse_args(argv)
     defaults = ({"c_red": [10], "folds": 2, "use_folds": 1, "epochs": 3, "pretrain_epochs": 2, "max_cells": 250,

@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embedding_quality import restore_threads, subsample  # noqa: E402
 from make_report import add_arguments, command_line, out_dir, save_figure, write_result  # noqa: E402
+from sivae.modes import TRAINING_MODES  # noqa: E402  (sivae's training modes)
 
 GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.5, 1.0)
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", nargs="+", type=int, default=None)
     parser.add_argument("--c-red", type=int, default=100)
     parser.add_argument("--attr-cells", type=int, default=100, help="cells whose attributions are summarised")
-    parser.add_argument("--pretraining", nargs="+", choices=("paper", "finetune", "budget"), default=["paper"],
+    parser.add_argument("--pretraining", nargs="+", choices=tuple(TRAINING_MODES), default=["paper"],
                         help="siVAE's training procedures (default paper: the trade-off the paper describes)")
     parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
                         help="train nothing: combine earlier JSON files of this script into one")

@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_report import add_arguments, command_line, out_dir, save_figure, write_result  # noqa: E402
+from sivae.modes import TRAINING_MODES  # noqa: E402  (sivae's training modes)
 
 GAMMAS = (0.05, 0.0)
 _DATA: dict[tuple[int, int], Any] = {}
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="joint-step epochs (default 60; quick 4)")
     parser.add_argument("--pretrain-epochs", type=int, default=None)
     parser.add_argument("--hidden", nargs="+", type=int, default=None, help="encoder widths (default 512 128)")
-    parser.add_argument("--pretraining", choices=("finetune", "paper", "budget"), default="finetune",
+    parser.add_argument("--pretraining", choices=tuple(TRAINING_MODES), default="finetune",
                         help="siVAE's training procedure (default finetune, as shipped)")
     args = parser.parse_args(argv)
     defaults = ({"cells": 1000, "latent": [2], "seeds": 1, "epochs": 4, "pretrain_epochs": 2, "hidden": [64, 32]}

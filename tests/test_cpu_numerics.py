@@ -56,13 +56,13 @@ def test_a_caller_who_flushes_keeps_flushing():
 @needs_ftz
 def test_training_flushes_and_gives_the_setting_back(monkeypatch):
     seen = []
-    original = sivae.model.Trainer.fit
+    original = sivae.model.Trainer._fit
 
     def fit(self, *args, **kwargs):
         seen.append(flushing_denormals())
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(sivae.model.Trainer, "fit", fit)
+    monkeypatch.setattr(sivae.model.Trainer, "_fit", fit)
     adata = sivae.datasets.simulated_network(n_cells=200, seed=0)
     sivae.VAE(adata, n_latent=2, encoder_hidden=(16,), device="cpu").train(2, progress=False)
     assert seen == [True]
@@ -85,3 +85,62 @@ def test_subnormal_weights_and_optimiser_state_become_zero():
     assert weight[2] == 0 and weight[3] == 0
     assert torch.equal(weight[[0, 1, 4, 5]], normal[[0, 1, 4, 5]])  # normal values untouched
     assert state["exp_avg"][0] == 0 and state["step"].dim() == 0
+
+
+# -- the trainer's option: code that drives sivae.train.Trainer gets the whole fix ------------------
+def _trainer(subnormals: str):
+    import numpy as np
+
+    from sivae.data.loaders import CellMatrix
+    from sivae.module import CellVAE, ModuleConfig
+    from sivae.train import TrainConfig, Trainer, TrainingData
+
+    X = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
+    data = TrainingData(cells=CellMatrix(X), train_idx=np.arange(50), val_idx=np.arange(50, 60))
+    module = CellVAE(ModuleConfig(n_features=6, n_latent=2, encoder_hidden=(8,), decoder_hidden=(8,)))
+    config = TrainConfig(max_epochs=1, batch_size=25, subnormals=subnormals)
+    return Trainer(module, data, config, progress=False)
+
+
+@needs_ftz
+@pytest.mark.parametrize("subnormals", ["flush", "zero", "off"])
+def test_the_trainer_flushes_as_its_option_says(monkeypatch, subnormals):
+    import sivae.train
+
+    seen = []  # (calling thread flushes, the whole thread team flushes) while fit trains
+    original = sivae.train.Trainer._fit
+
+    def fit(self, *args, **kwargs):
+        seen.append((flushing_denormals(), team_flushes()))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(sivae.train.Trainer, "_fit", fit)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _trainer(subnormals).fit()
+    finally:
+        torch.set_num_threads(threads)
+    team = _gomp_parallel() is not None  # where the runtime answers, "flush" reaches every thread
+    # "zero" sets the calling thread alone; threads the OpenMP runtime starts later inherit its
+    # setting, so whether the team flushes then depends on when it started: not asserted
+    expected = {"flush": (True, team), "zero": (True, seen[0][1]), "off": (False, False)}[subnormals]
+    assert seen == [expected]
+    assert not flushing_denormals() and not team_flushes()  # every thread's setting given back
+
+
+@needs_ftz
+@pytest.mark.parametrize("subnormals", ["flush", "off"])
+def test_an_epoch_trained_on_its_own_gets_the_fix_too(subnormals):
+    trainer = _trainer(subnormals)
+    run = trainer.begin_phase("cell")
+    flushed = []
+    original = trainer._train_epoch
+    trainer._train_epoch = lambda *args: flushed.append(flushing_denormals()) or original(*args)
+    tiny = torch.finfo(torch.float32).tiny
+    trainer.module.decoder[0].bias.data[0] = tiny / 4  # a subnormal weight the step does not touch
+    trainer.module.decoder[0].bias.requires_grad_(False)
+    trainer.train_epoch(run)
+    trainer.end_training()
+    assert flushed == [subnormals == "flush"] and not flushing_denormals()
+    assert (trainer.module.decoder[0].bias[0] == 0) == (subnormals == "flush")

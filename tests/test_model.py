@@ -438,7 +438,7 @@ def test_cuda_without_a_gpu_is_refused():
 
 def test_train_refuses_bad_epochs():
     model = SIVAE(_adata(), **SIVAE_TINY)
-    with refused("max_epochs and checkpoint_every must be >= 1"):
+    with refused("max_epochs must be at least 1"):
         model.train(max_epochs=0, progress=False)
     assert not model.is_trained and KEYS.CELL_EMBEDDING not in model.adata.obsm
 

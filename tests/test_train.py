@@ -66,6 +66,17 @@ def _without_timings(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
+def _interrupted_then_resumed(data: TrainingData, config: TrainConfig, n: int, folder: pathlib.Path) -> Trainer:
+    # a run stopped before its n-th epoch, then resumed from its checkpoints by a fresh trainer
+    interrupted = _trainer(data, config)
+    _interrupt_on_call(interrupted, n)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(checkpoint_dir=folder)
+    resumed = Trainer(_module(seed=1), data, config, progress=False)  # weights come from the checkpoint
+    resumed.fit(checkpoint_dir=folder, resume=True)
+    return resumed
+
+
 def _interrupt_on_call(trainer: Trainer, n: int) -> None:
     # the n-th epoch raises before it trains, as a Ctrl-C between two epochs would
     original, calls = trainer._train_epoch, [0]
@@ -466,11 +477,18 @@ def test_resumed_budgeted_run_matches_uninterrupted_run(data: TrainingData, unin
     # 0.4 x 4 = 1.6 epochs of pre-training: 7 steps, an epoch of 4 and a partial one of 3
     config = uninterrupted_budget.config
     assert [h["phase"] for h in uninterrupted_budget.history] == ["cell"] * 2 + ["feature"] * 2 + ["joint"] * 4
-    interrupted = _trainer(data, config)
-    _interrupt_on_call(interrupted, n)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(checkpoint_dir=tmp_path / "ckpt")
-    resumed = Trainer(_module(seed=1), data, config, progress=False)
-    resumed.fit(checkpoint_dir=tmp_path / "ckpt", resume=True)
+    resumed = _interrupted_then_resumed(data, config, n, tmp_path / "ckpt")
     _assert_same_state(uninterrupted_budget.module.state_dict(), resumed.module.state_dict())
     assert _without_timings(resumed.history) == _without_timings(uninterrupted_budget.history)
+
+
+def test_a_finetune_step_longer_than_max_epochs_resumes(data: TrainingData, tmp_path: pathlib.Path) -> None:
+    # step 2 (on cell sums: one step per pass over the features) plans round(1.0 * 2 epochs x 4 steps)
+    # = 8 epochs, more than max_epochs = 2: a checkpoint inside it is this model's, not an edited one
+    config = TrainConfig(**{**BUDGET.__dict__, "pretraining": "finetune", "max_epochs": 2, "finetune_fraction": 1.0})
+    whole = _trainer(data, config)
+    whole.fit()
+    assert [h["phase"] for h in whole.history].count("feature") == 8
+    resumed = _interrupted_then_resumed(data, config, 2 + 5, tmp_path / "ckpt")  # step 2's 5th epoch
+    _assert_same_state(whole.module.state_dict(), resumed.module.state_dict())
+    assert _without_timings(resumed.history) == _without_timings(whole.history)

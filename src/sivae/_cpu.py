@@ -82,26 +82,47 @@ def _on_each_thread(setting: dict[int, bool] | bool) -> dict[int, bool] | None:
     return before
 
 
+SUBNORMALS = ("flush", "zero", "off")  # the trainer's choices (train_config.TrainConfig.subnormals)
+
+
 @contextmanager
-def denormals_flushed(device: torch.device | str) -> Iterator[None]:
-    """Flush subnormal floats to zero on the CPU for the duration, on the calling thread and on
-    torch's intra-op threads; restore each thread's setting afterwards."""
+def subnormals_handled(device: torch.device | str, option: str) -> Iterator[None]:
+    """What training does about subnormal floats on the CPU, for the duration: one of `SUBNORMALS`.
+
+    "flush" (the fix as shipped): `denormals_flushed` with torch's OpenMP team; "zero": the
+    calling thread alone flushes (the first fix; the rest of torch's threads keep subnormals);
+    "off": nothing (the code before the fix). Except with "off" the trainer also applies
+    `zero_subnormals` after every epoch.
+    """
+    if option not in SUBNORMALS:
+        raise ValueError(f"subnormals must be one of {SUBNORMALS}, got {option!r}")
+    if option == "off":
+        yield
+        return
+    with denormals_flushed(device, team=option == "flush"):
+        yield
+
+
+@contextmanager
+def denormals_flushed(device: torch.device | str, *, team: bool = True) -> Iterator[None]:
+    """Flush subnormal floats to zero on the CPU for the duration, on the calling thread and (with
+    ``team``) on torch's intra-op threads; restore each thread's setting afterwards."""
     if torch.device(device).type != "cpu":
         yield
         return
     was_on = flushing_denormals()
     torch.set_flush_denormal(True)
-    team = None
-    if torch.get_num_threads() > 1 and not team_flushes():
-        team = _on_each_thread(True)
-        if team is not None and not team_flushes():  # another runtime answered: undo, rely on zeroing
-            _on_each_thread(team)
-            team = None
+    team_was = None
+    if team and torch.get_num_threads() > 1 and not team_flushes():
+        team_was = _on_each_thread(True)
+        if team_was is not None and not team_flushes():  # another runtime answered: undo, rely on zeroing
+            _on_each_thread(team_was)
+            team_was = None
     try:
         yield
     finally:
-        if team is not None:
-            _on_each_thread(team)
+        if team_was is not None:
+            _on_each_thread(team_was)
         if not was_on:
             torch.set_flush_denormal(False)
 

@@ -13,6 +13,7 @@ import torch
 from anndata import AnnData
 
 from ._errors import InputError
+from .config import ModelConfig
 from .model import BaseModel
 from .module import CellVAE
 from .saving import register
@@ -35,7 +36,7 @@ class VAE(BaseModel):
 
     _name = "vae"
 
-    def __init__(self, adata: AnnData, *, n_latent: int = 2, likelihood: str = "gaussian",
+    def __init__(self, adata: AnnData, *, n_latent: int = ModelConfig.n_latent, likelihood: str = ModelConfig.likelihood,
                  device: str = "auto", **kwargs: Any) -> None:
         _refuse_fixed(VAE, kwargs, ("gamma",))
         super().__init__(adata, n_latent=n_latent, likelihood=likelihood, gamma=0.0, device=device, **kwargs)
@@ -54,7 +55,8 @@ class LDVAE(BaseModel):
 
     _name = "ldvae"
 
-    def __init__(self, adata: AnnData, *, n_latent: int = 2, device: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, adata: AnnData, *, n_latent: int = ModelConfig.n_latent, device: str = "auto",
+                 **kwargs: Any) -> None:
         _refuse_fixed(LDVAE, kwargs, ("likelihood", "linear", "gamma"))
         super().__init__(adata, n_latent=n_latent, likelihood="nb", linear=True, gamma=0.0,
                          device=device, **kwargs)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ._errors import InputError
 
@@ -245,3 +246,13 @@ class PhaseLoss(nn.Module):
 
     def forward(self, batch: Batch, phase: str) -> Losses:
         return self.module.loss(batch, phase)
+
+
+def phase_loss(module: nn.Module, device: torch.device, world_size: int) -> Callable[[Batch, str], Losses]:
+    """module.loss, or with several ranks its DDP wrapper, which averages the gradients."""
+    if world_size == 1:
+        return module.loss
+    indexed_cuda = device.type == "cuda" and device.index is not None
+    # Every parameter of a phase enters that phase's loss (tests/test_distributed.py checks
+    # each module and option), so find_unused_parameters stays False.
+    return DistributedDataParallel(PhaseLoss(module), device_ids=[device.index] if indexed_cuda else None)

@@ -9,18 +9,18 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from anndata import AnnData
 from ._constants import KEYS, OutputKeys, output_keys
-from ._cpu import denormals_flushed
 from ._errors import InputError, TrainingDiverged
 from .data import validate
 from .data.backed import BackedCellMatrix, is_backed, training_matrix
-from .config import ModelConfig, is_int, check_fits_in_memory, resolve_device
+from .config import ModelConfig, check_fits_in_memory, resolve_device
+from .settings import refuse_unknown
 from .data.feature_input import feature_input
 from .data.loaders import CellMatrix, cells_on_features
 from .data.record import Preprocessing
@@ -29,7 +29,8 @@ from .module import ModuleConfig, SIVAEModule
 from .sampling import draw_cells
 from .saving import read_model_folder, read_tensors, register, tensor_shapes, write_model_folder
 from .scoring import ScoringMixin
-from .train import PRETRAINING, TrainConfig, Trainer, TrainingData
+from .train import TrainConfig, Trainer, TrainingData
+from .train_config import shared_with
 
 
 def accuracy_from_sums(sse: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, *, n: int) -> np.ndarray:
@@ -61,13 +62,8 @@ class BaseModel(ScoringMixin):
     ) -> None:
         if not isinstance(adata, AnnData):
             raise InputError(f"expected an AnnData, got {type(adata).__name__}; read files with sivae.read()")
-        names = {f.name for f in fields(ModelConfig)}
-        unknown = sorted(set(kwargs) - names)
-        if unknown:
-            raise InputError(f"{type(self).__name__} got unknown arguments {unknown}; see help({type(self).__name__})")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-        self.config = _config or ModelConfig(**kwargs)
-        self.config.check()
+        # every setting is declared, defaulted and checked in ModelConfig (sivae.config)
+        self.config = _config or ModelConfig.from_arguments(kwargs, type(self).__name__)
         self.adata = adata
         self.device = resolve_device(device)
         self.keys: OutputKeys = output_keys(self._name)
@@ -127,14 +123,15 @@ class BaseModel(ScoringMixin):
     # -- training -------------------------------------------------------------------------------
     def train(
         self,
-        max_epochs: int = 200,
+        max_epochs: int = TrainConfig.max_epochs,
         *,
-        pretrain_epochs: int | None = None,
-        pretraining: str = "finetune",
+        pretrain_epochs: int | None = TrainConfig.pretrain_epochs,
+        pretraining: str = TrainConfig.pretraining,
         checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 10,
+        checkpoint_every: int = TrainConfig.checkpoint_every,
         resume: bool = False,
         progress: bool = True,
+        **settings: Any,
     ) -> BaseModel:
         """Train the model, then write its results into ``self.adata``.
 
@@ -151,13 +148,17 @@ class BaseModel(ScoringMixin):
             networks and decoders to it, each in at most a fifth of step 1's minibatch steps: a
             run costs 1.25-1.5x a VAE run. "paper": the paper's three steps, each to its own early stop,
             every parameter free in the joint step (2-3x a VAE run). "budget": short
-            pre-training, then a full joint step (see `sivae.train.TrainConfig`).
+            pre-training, then a full joint step. One class each in `sivae.modes`.
         checkpoint_dir
             Folder for a checkpoint written every ``checkpoint_every`` epochs (atomically).
         resume
             Continue from the checkpoint in ``checkpoint_dir``.
         progress
             Show a progress bar with the step, losses and ETA.
+        **settings
+            Any other setting of `sivae.train_config.TrainConfig` that the model does not hold
+            (``pretrain_fraction``, ``pretrain_tolerance``, ``finetune_fraction``, ``grad_clip``,
+            ``subnormals``); its help lists each one's default and range.
 
         Returns
         -------
@@ -167,22 +168,16 @@ class BaseModel(ScoringMixin):
         ``adata.uns["<key>"]`` (parameters, losses, version).
         """
         self.require_data("train()")
-        for name, value in (("max_epochs", max_epochs), ("pretrain_epochs", pretrain_epochs),
-                            ("checkpoint_every", checkpoint_every)):
-            if not (value is None and name == "pretrain_epochs") and not is_int(value):
-                raise InputError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-        if max_epochs < 1 or (pretrain_epochs is not None and pretrain_epochs < 0) or checkpoint_every < 1:
-            raise InputError("max_epochs and checkpoint_every must be >= 1 and pretrain_epochs >= 0")
-        if pretraining not in PRETRAINING:
-            raise InputError(f"pretraining must be one of {PRETRAINING}, got {pretraining!r}")
         c = self.config
+        shared = shared_with(ModelConfig)  # the model's own optimisation settings, handed over
+        refuse_unknown(TrainConfig, settings, "train()")
+        given = sorted(set(settings) & set(shared))
+        if given:
+            raise InputError(f"train() got {given}, which the model holds; give them to {type(self).__name__}()")
         train_config = TrainConfig(
             max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, pretraining=pretraining,
-            batch_size=c.batch_size,
-            feature_batch_size=c.feature_batch_size,
-            learning_rate=c.learning_rate, l2=c.l2,
-            patience=c.patience, checkpoint_every=checkpoint_every, seed=c.seed,
-        )
+            checkpoint_every=checkpoint_every, **settings, **{name: getattr(c, name) for name in shared})
+        train_config.check()
         counts = CellMatrix(self.adata.layers[KEYS.COUNTS]) if c.likelihood == "nb" else None
         data = TrainingData(cells=self.cells, train_idx=self.train_idx, val_idx=self.val_idx,
                             feature_x=self.feature_x, counts=counts)
@@ -190,8 +185,7 @@ class BaseModel(ScoringMixin):
         self._training = {"max_epochs": int(max_epochs), "pretraining": pretraining,
                           "pretrain_epochs": "none" if pretrain_epochs is None else int(pretrain_epochs)}
         t0 = time.perf_counter()
-        with denormals_flushed(self.device):  # subnormal floats slowed CPU epochs up to 15x (_cpu.py)
-            self.history = trainer.fit(checkpoint_dir=checkpoint_dir, resume=resume)
+        self.history = trainer.fit(checkpoint_dir=checkpoint_dir, resume=resume)
         self.training_seconds = time.perf_counter() - t0
         self.training_timings = trainer.timings  # per epoch: seconds of training and of evaluation
         self.is_trained = True
@@ -402,28 +396,12 @@ class SIVAE(BaseModel):
     adata
         Cells x features, ``adata.X`` z-scored per feature (``sivae.pp.preprocess`` does this).
         For ``likelihood="nb"``, raw counts in ``adata.layers["counts"]``.
-    n_latent
-        K, the size of both embeddings.
-    gamma
-        Weight of the interpretability term (eq. 13); 0 gives the paper's siVAE (gamma=0).
-    likelihood
-        "gaussian" on scaled data (default) or "nb" on counts (siVAE-NB, eq. 14-18).
-    linear
-        siVAE-linear (eq. 19-20): linear decoders, mean v_{f,1} . z_{c,1}.
-    variance
-        "cell": one variance per cell from z_{c,L} (eq. 8); "feature": one per feature.
-    encoder_hidden, decoder_hidden
-        Hidden sizes; the paper's genomic defaults are 1024-512-128 and 128-512-1024.
-    feature_input, c_red, cell_type_key, feature_input_cells
-        How each feature's column over cells is reduced to C_red values: "pca" (default; PCA
-        of X^T over at most ``feature_input_cells`` training cells, streamed from memory or
-        disk) or "downsample" (stratified by ``adata.obs[cell_type_key]`` when given).
-    batch_size, feature_batch_size
-        Cells per step; features scored per step (None: ``max(512, 2 * batch_size)``, all
-        features when there are fewer; every loss term is rescaled so a block is unbiased).
-    learning_rate, l2, holdout_fraction, patience, seed
-        Adam's rate, L2 weight, held-out cells for early stopping, epochs without improvement
-        before stopping, and the seed of everything random.
+    n_latent, gamma, likelihood, linear, **kwargs
+        The model's settings: K, the weight of the interpretability term (eq. 13; 0 gives the
+        paper's siVAE), "gaussian" or "nb" (siVAE-NB, eq. 14-18), siVAE-linear (eq. 19-20), and
+        any other setting of `sivae.config.ModelConfig` (hidden sizes, the feature input and
+        C_red, batch sizes, learning rate, L2, held-out share, patience, seed), whose help lists
+        every setting's default, accepted values and meaning.
     device
         "auto" (CUDA when present), "cpu" or "cuda".
     """
@@ -431,8 +409,9 @@ class SIVAE(BaseModel):
     _name = "sivae"
     _has_feature_path = True
 
-    def __init__(self, adata: AnnData, *, n_latent: int = 2, gamma: float = 0.05, likelihood: str = "gaussian",
-                 linear: bool = False, device: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, adata: AnnData, *, n_latent: int = ModelConfig.n_latent, gamma: float = ModelConfig.gamma,
+                 likelihood: str = ModelConfig.likelihood, linear: bool = ModelConfig.linear, device: str = "auto",
+                 **kwargs: Any) -> None:
         super().__init__(adata, n_latent=n_latent, gamma=gamma, likelihood=likelihood, linear=linear,
                          device=device, **kwargs)
 

@@ -15,6 +15,7 @@ from torch.nn import functional as F_
 
 from .nn.likelihoods import gaussian_nll, negative_binomial_nll_per_cell
 from .nn.mlp import GaussianEncoder, decoder, kl_standard_normal, reparameterize
+from .settings import Interval, setting
 
 LIKELIHOODS = ("gaussian", "nb")
 VARIANCES = ("cell", "feature")
@@ -23,19 +24,28 @@ _MIN_VARIANCE = 1e-4
 
 @dataclass(frozen=True)
 class ModuleConfig:
-    """Architecture of a cell-wise VAE and, for siVAE, of its feature-wise twin."""
+    """Architecture of a cell-wise VAE and, for siVAE, of its feature-wise twin.
+
+    The settings a user chooses are declared here, once (sivae.settings), and config.ModelConfig
+    takes them over by name; ``n_features`` and ``n_feature_input`` follow from the data.
+    """
 
     n_features: int
-    n_latent: int = 2
-    encoder_hidden: tuple[int, ...] = (1024, 512, 128)
+    n_latent: int = setting(2, "K, the size of both embeddings", range=Interval(1))
+    encoder_hidden: tuple[int, ...] = setting(
+        (1024, 512, 128), "hidden widths of the encoders (the paper's genomic default 1024-512-128)",
+        range=Interval(1), non_empty=True, cli="--hidden")
     decoder_hidden: tuple[int, ...] = (128, 512, 1024)
-    likelihood: str = "gaussian"
+    likelihood: str = setting("gaussian", "gaussian on scaled data, or nb on raw counts in "
+                                          "adata.layers['counts'] (siVAE-NB, eq. 14-18)", choices=LIKELIHOODS)
     # "cell": one variance per cell, sigma_d(z_cL) as in eq. 8 (parameters do not grow with F);
     # "feature": one learned variance per feature.
-    variance: str = "cell"
+    variance: str = setting("cell", "cell: one variance per cell from z_cL (eq. 8); feature: one per feature",
+                            choices=VARIANCES)
     # Linear decoders: the mean is v_{f,1} . z_{c,1} directly (siVAE-linear, eq. 19; LDVAE).
-    linear: bool = False
-    gamma: float = 0.05
+    linear: bool = setting(False, "siVAE-linear (eq. 19-20): linear decoders, mean v_f1 . z_c1")
+    gamma: float = setting(0.05, "weight of the interpretability term (eq. 13); 0 gives the paper's "
+                                 "siVAE without it", range=Interval(0))
     # Width C_red of the feature-wise encoder's input; 0 for a model without the feature path.
     n_feature_input: int = 0
 

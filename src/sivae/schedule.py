@@ -1,6 +1,7 @@
-"""How long each training step runs and when it stops: a step's plan, early stopping.
+"""When a training step stops: early stopping on held-out loss, convergence of the training loss,
+and the multiply-add counts that weigh evaluation against training (plans per mode: modes.py).
 
-Pure functions of the config and the history, so a resumed run plans as the uninterrupted one.
+Pure functions of the history, so a resumed run decides as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -8,13 +9,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .train_config import TrainConfig
+if TYPE_CHECKING:
+    from .module import Batch, Losses
+
+
+@dataclass
+class PhaseRun:
+    """One training step set up to run epochs: its optimiser, parameters and loss function."""
+
+    phase: str
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    loss_fn: Callable[[Batch, str], Losses]  # module.loss, or its DDP wrapper with several ranks
 
 
 @dataclass
@@ -35,27 +47,6 @@ class Stopper:
             return False
         self.bad_epochs += epochs
         return self.bad_epochs >= self.patience
-
-
-def plan(config: TrainConfig, phases: tuple[str, ...], i: int, steps_per_epoch: int,
-         cell_steps_per_epoch: int, history: list[dict]) -> tuple[int, int | None, bool]:
-    """Phase ``i``'s (epochs, steps of its last epoch or None for a whole one, stop on training loss?).
-
-    ``steps_per_epoch`` is phase ``i``'s, ``cell_steps_per_epoch`` that of a pass over the cells.
-    """
-    last = i == len(phases) - 1
-    if config.pretraining == "finetune" and i > 0:
-        # steps 2 and 3 refine what step 1 trained: each takes at most a fraction of the
-        # minibatch steps step 1 took (before step 1 has run, of the most it may take)
-        ran = sum(h["phase"] == phases[0] for h in history) or config.epochs_for(phases[0], False)
-        steps, budgeted = max(1, round(config.finetune_fraction * ran * cell_steps_per_epoch)), False
-    elif config.pretraining == "budget" and not last:
-        budget, budgeted = config.pretrain_budget(), True
-        steps = 0 if budget <= 0 else max(1, round(budget * steps_per_epoch))
-    else:
-        return config.epochs_for(phases[i], last), None, False
-    n_epochs = -(-steps // steps_per_epoch)
-    return n_epochs, steps - (n_epochs - 1) * steps_per_epoch, budgeted
 
 
 def converged(history: list[dict], phase: str, loss: float, tolerance: float) -> bool:

@@ -11,27 +11,28 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ._cpu import zero_subnormals
+from ._cpu import subnormals_handled, zero_subnormals
 from ._errors import InputError, TrainingDiverged
 from .checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from .data.loaders import BlockSampler
-from .distributed import PhaseLoss, all_reduce_sum, distributed_context, reduce_over_ranks
+from .distributed import all_reduce_sum, distributed_context, phase_loss, reduce_over_ranks
 from .module import Batch, CellStatistics, Losses
-from .schedule import Stopper, converged, count_flops, plan
-from .train_config import PRETRAINING, TrainConfig, TrainingData, default_feature_batch
+from .modes import TRAINING_MODES, Plan
+from .schedule import PhaseRun, Stopper, count_flops
+from .train_config import TrainConfig, TrainingData, default_feature_batch
 
-__all__ = ["PRETRAINING", "PhaseRun", "TrainConfig", "Trainer", "TrainingData", "default_feature_batch",
+__all__ = ["TRAINING_MODES", "PhaseRun", "TrainConfig", "Trainer", "TrainingData", "default_feature_batch",
            "distributed_context"]
 
 
@@ -41,33 +42,19 @@ _EVAL_FEATURE_BLOCK = 4096  # features per held-out loss evaluation step, at lea
 EVAL_BUDGET = 0.1
 
 
-@dataclass
-class PhaseRun:
-    """One training step set up to run epochs: its optimiser, parameters and loss function."""
-
-    phase: str
-    optimizer: torch.optim.Optimizer
-    params: list[nn.Parameter]
-    loss_fn: Callable[[Batch, str], Losses]  # module.loss, or its DDP wrapper with several ranks
-
-
 class Trainer:
     """Runs a module's training phases in order, each with early stopping on held-out cells.
 
     Inside a process group every rank must build its Trainer on the same data and module and call
-    ``fit`` (and ``evaluate``) together: both run collectives.
+    ``fit`` (and ``evaluate``) together: both run collectives. ``config.pretraining`` names the
+    training mode (modes.py), ``config.subnormals`` the CPU numerics (`numerics`).
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        data: TrainingData,
-        config: TrainConfig,
-        *,
-        device: torch.device | str = "cpu",
-        progress: bool = True,
-    ) -> None:
+    def __init__(self, module: nn.Module, data: TrainingData, config: TrainConfig, *,
+                 device: torch.device | str = "cpu", progress: bool = True) -> None:
+        config.check()
         self.module, self.data, self.config = module, data, config
+        self.mode = config.mode
         self.device = torch.device(device)
         self.progress = progress
         self.rank, self.world_size = distributed_context() or (0, 1)
@@ -84,6 +71,21 @@ class Trainer:
         self._trainable: dict[int, bool] | None = None
         # cell sums for a step whose loss reads cells only through them: {"train", "val"}
         self._statistics: dict[str, CellStatistics] | None = None
+        self._in_numerics = False  # inside `numerics` (fit): train_epoch need not enter it again
+
+    @contextmanager
+    def numerics(self) -> Iterator[None]:
+        """Subnormal floats on the CPU as ``config.subnormals`` says (_cpu.subnormals_handled), for
+        the duration; ``fit`` runs inside it, and so does a ``train_epoch`` called on its own."""
+        if self._in_numerics:
+            yield
+            return
+        self._in_numerics = True
+        try:
+            with subnormals_handled(self.device, self.config.subnormals):
+                yield
+        finally:
+            self._in_numerics = False
 
     # -- batches --------------------------------------------------------------------------------
     def _feature_block(self, phase: str) -> int:
@@ -180,7 +182,7 @@ class Trainer:
             self._statistics = {"train": self._cell_statistics(self.data.train_idx),
                                 "val": self._cell_statistics(self.data.val_idx)}
         optimizer, params = self._optimizer(phase)
-        return PhaseRun(phase=phase, optimizer=optimizer, params=params, loss_fn=self._loss_fn())
+        return PhaseRun(phase=phase, optimizer=optimizer, params=params, loss_fn=phase_loss(self.module, self.device, self.world_size))
 
     def end_training(self) -> None:
         """Undo ``begin_phase``'s freezing: every parameter's requires_grad as before training."""
@@ -198,13 +200,14 @@ class Trainer:
         The mean of each loss term over the epoch's steps (over all ranks), and ``"seconds"``: the
         epoch's wall time, batch assembly, forward, backward and optimiser steps included.
         """
-        t0 = time.perf_counter()
-        losses = self._train_epoch(run.phase, run.optimizer, run.params, run.loss_fn, max_steps)
-        if self.device.type == "cpu":  # subnormal weights slow every CPU thread's arithmetic (_cpu.py)
-            zero_subnormals(run.params, run.optimizer)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return {**losses, "seconds": time.perf_counter() - t0}
+        with self.numerics():
+            t0 = time.perf_counter()
+            losses = self._train_epoch(run.phase, run.optimizer, run.params, run.loss_fn, max_steps)
+            if self.device.type == "cpu" and self.config.subnormals != "off":
+                zero_subnormals(run.params, run.optimizer)  # whichever thread wrote them (_cpu.py)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return {**losses, "seconds": time.perf_counter() - t0}
 
     def _train_epoch(self, phase: str, optimizer: torch.optim.Optimizer, params: list,
                      loss_fn: Callable[[Batch, str], Losses], max_steps: int | None = None) -> dict:
@@ -342,21 +345,10 @@ class Trainer:
     def _train_only(self, phase: str, trainable: dict[int, bool]) -> None:
         # DDP registers the parameters that require grad when it is built: exactly this phase's
         ours = {id(p) for p in self.module.phase_parameters(phase)}
-        if self.config.pretraining == "finetune" and phase != self.module.phases[0]:
-            # the cell embedding is step 1's: later steps fit the loadings to it
+        if not self.mode.frees_embedding(list(self.module.phases).index(phase)):
             ours -= {id(p) for p in self.module.embedding_parameters()}
         for p in self.module.parameters():
             p.requires_grad_(trainable[id(p)] and id(p) in ours)
-
-    def _loss_fn(self) -> Callable[[Batch, str], Losses]:
-        """module.loss, or with several ranks its DDP wrapper, which averages the gradients."""
-        if self.world_size == 1:
-            return self.module.loss
-        indexed_cuda = self.device.type == "cuda" and self.device.index is not None
-        # Every parameter of a phase enters that phase's loss (tests/test_distributed.py checks
-        # each module and option), so find_unused_parameters stays False.
-        return DistributedDataParallel(PhaseLoss(self.module),
-                                       device_ids=[self.device.index] if indexed_cuda else None)
 
     def _checkpoint(self, directory, optimizer, stopper: Stopper, position: dict) -> None:
         """Rank 0 writes, with every rank's RNG state; the others wait until the folder is whole."""
@@ -385,10 +377,11 @@ class Trainer:
         if state.world_size != self.world_size:
             raise InputError(f"{where} was written by {state.world_size} processes but this run has "
                              f"{self.world_size}; resume with the same number of processes")
-        n_phases = len(self.module.phases)
-        last = self.config.epochs_for(self.module.phases[-1], True)
-        if not (state.position["phase"] < n_phases or state.position == {"phase": n_phases, "epoch": 0}) \
-                or state.position["epoch"] > last:
+        n_phases, at = len(self.module.phases), state.position
+        known = at["phase"] < n_phases or at == {"phase": n_phases, "epoch": 0}
+        # a finetune step may plan more epochs than max_epochs (its epochs are passes over the features)
+        if not known or (at["phase"] < n_phases and at["epoch"] > max(
+                self.config.max_epochs, self._plan(at["phase"], state.history).epochs)):
             raise InputError(f"{where} points at phase {state.position['phase']}, epoch "
                              f"{state.position['epoch']}, which this model does not have (it was "
                              "edited or belongs to another model); delete it and train afresh")
@@ -410,17 +403,18 @@ class Trainer:
             return max(1, self.data.n_features // self._feature_block(phase) // self.world_size)
         return self.sampler.steps_per_epoch()
 
-    def _plan(self, i: int) -> tuple[int, int | None, bool]:
+    def _plan(self, i: int, history: list[dict] | None = None) -> Plan:
         phases = tuple(self.module.phases)
-        return plan(self.config, phases, i, self._steps_per_epoch(phases[i]),
-                    self.sampler.steps_per_epoch(), self.history)
+        history = self.history if history is None else history
+        ran = sum(h["phase"] == phases[0] for h in history)  # epochs step 1 has run
+        return self.mode.plan(self.config, i, len(phases), self._steps_per_epoch(phases[i]), ran,
+                              self.sampler.steps_per_epoch())
 
-    def _epoch(self, run: PhaseRun, epoch: int, n_epochs: int, last_steps: int | None,
-               budgeted: bool, every: int, stopper: Stopper) -> bool:
+    def _epoch(self, run: PhaseRun, epoch: int, plan: Plan, every: int, stopper: Stopper) -> bool:
         """Train one epoch, evaluate when due, record it; True when the phase should stop."""
-        phase = run.phase
+        phase, n_epochs, budgeted = run.phase, plan.epochs, plan.on_training_loss
         c0 = time.process_time()
-        steps = last_steps if epoch == n_epochs - 1 else None
+        steps = plan.last_steps if epoch == n_epochs - 1 else None
         train = self.train_epoch(run, max_steps=steps)
         train_seconds = train.pop("seconds")
         t0, c1 = time.perf_counter(), time.process_time()
@@ -430,7 +424,7 @@ class Trainer:
             if not budgeted:
                 stop = stopper.update(val, epoch, self.module, epochs=(epoch % every) + 1)
         if budgeted:
-            stop = converged(self.history, phase, train["total"], self.config.pretrain_tolerance)
+            stop = self.mode.stops(self.config, self.history, phase, train["total"])
         eval_seconds = time.perf_counter() - t0
         # wall seconds, and this process's CPU seconds (steadier where other jobs share the machine)
         self.timings.append({"phase": phase, "epoch": epoch, "train": train_seconds, "evaluate": eval_seconds,
@@ -445,6 +439,10 @@ class Trainer:
         An epoch's ``"val"`` is NaN where it was not evaluated (between evaluations, see
         ``eval_interval``); ``self.timings`` holds each epoch's seconds of training and of evaluation.
         """
+        with self.numerics():
+            return self._fit(checkpoint_dir, resume)
+
+    def _fit(self, checkpoint_dir: str | os.PathLike | None, resume: bool) -> list[dict]:
         torch.manual_seed(self.config.seed + self.rank)  # each rank its own noise; rank 0 as when alone
         phases = list(self.module.phases)
         start = {"phase": 0, "epoch": 0}
@@ -452,13 +450,14 @@ class Trainer:
         if resume:
             restored = self._restore(checkpoint_dir)
             start = restored.position
-        planned = [self._plan(i)[0] for i in range(len(phases))]
+        planned = [self._plan(i).epochs for i in range(len(phases))]
         bar = tqdm(total=sum(planned), initial=sum(planned[: start["phase"]]) + start["epoch"],
                    disable=not self.progress or self.rank != 0, unit="epoch", dynamic_ncols=True)
         try:
             for i in range(start["phase"], len(phases)):
                 phase = phases[i]
-                n_epochs, last_steps, budgeted = self._plan(i)
+                plan = self._plan(i)
+                n_epochs = plan.epochs
                 if n_epochs != planned[i]:  # a finetune step's budget follows what step 1 ran
                     bar.total += n_epochs - planned[i]
                     bar.refresh()
@@ -475,7 +474,7 @@ class Trainer:
                     first = start["epoch"]
                     restored = None
                 for epoch in range(first, n_epochs):
-                    stop = self._epoch(run, epoch, n_epochs, last_steps, budgeted, every, stopper)
+                    stop = self._epoch(run, epoch, plan, every, stopper)
                     h = self.history[-1]
                     if not math.isfinite(h["total"]):  # before any checkpoint: the last good one stays
                         raise TrainingDiverged(

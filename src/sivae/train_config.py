@@ -3,87 +3,86 @@ rule for how many features a step scores when the user does not choose."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
+from ._cpu import SUBNORMALS
 from .data.loaders import CellMatrix
+from .modes import TRAINING_MODES, TrainingMode
+from .settings import Interval, check, document, setting
 
 
-PRETRAINING = ("budget", "finetune", "paper")
-
-
+@document
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a model is optimised. Epoch counts are passes over the training cells.
+    """How a model is optimised: every setting the trainer reads, declared once (sivae.settings).
 
-    ``pretraining`` says how siVAE's three steps (cell-wise, then feature-wise pre-training, then
-    the joint step) share the run; a VAE or LDVAE has one step, trained up to ``max_epochs`` with
-    early stopping on held-out loss, in every mode:
-
-    - ``"finetune"`` (default): step 1 trains as the paper's does (a VAE run with free feature
-      vectors, up to ``pretrain_epochs`` or ``max_epochs``, early stopping), scoring features
-      exactly as a VAE does, so its cell embedding is the VAE's with the same seed. The cell-wise
-      encoder is then frozen: step 2 fits the feature-wise networks to the decoder it learned
-      (on sums over the cells, module.CellStatistics, an epoch of it one pass over the features)
-      and step 3 trains the decoders and the feature-wise networks jointly. Steps 2 and 3 each
-      take at most ``finetune_fraction`` of the minibatch steps step 1 took (at least one; a
-      step of step 2 is a block of ``batch_size`` features), still stopping early on held-out
-      loss. A run costs 1.25-1.5 VAE runs (benchmarks/run_cost.py), whatever ``max_epochs`` and however early
-      step 1 stops; the embedding is a VAE's and the loadings explain it.
-    - ``"paper"``: the paper's three steps, each pre-training step trained to its own early stop
-      on held-out loss, up to ``pretrain_epochs`` (None: ``max_epochs``) epochs, then the joint
-      step, every parameter free, up to ``max_epochs``. Step 1 alone costs what a whole VAE run
-      costs, and the joint step moves the cell embedding (on pbmc3k, K=10, 15-NN accuracy
-      0.931 and 0.927 for seeds 0 and 1 against the VAE's 0.937).
-    - ``"budget"``: each pre-training step trains for at most ``pretrain_fraction`` of
-      the joint step's ``max_epochs`` (counted in minibatch steps, at least one step, so 0.3 of an
-      epoch at max_epochs=3), stops sooner once an epoch lowers the training loss by less than
-      ``pretrain_tolerance`` (relative), not on held-out patience (its held-out loss is only
-      recorded, at the cost of one forward pass over the held-out cells). The joint step trains
-      every parameter the steps before it touched, so they only need to hand it a sensible
-      start. On pbmc68k_reduced at K=2 (tests/test_end_to_end.py) its 15-NN accuracy fell
-      to 0.621 with the 1% tolerance (step 1 stopped after 3 epochs) and 0.734 with tolerance 0
-      (10 epochs), against the VAE's 0.787; step 1 needs to run near convergence at small K.
-
+    Epoch counts are passes over the training cells. ``pretraining`` names the training mode
+    (modes.py: how siVAE's three steps share the run, one class per mode; `TRAINING_MODES` lists
+    them); a VAE or LDVAE has one step, trained up to ``max_epochs`` with early stopping on
+    held-out loss, in every mode. The settings marked for one mode are read by that mode alone.
     ``pretrain_epochs``, when given, replaces the pre-training budget of "paper" and "budget" and
     step 1's limit in "finetune". benchmarks/run_cost.py measures each mode against a VAE.
+
+    A model (config.ModelConfig) saves the settings it shares with this class (batch_size ...
+    seed) and hands them over; `shared_with` names them.
     """
 
-    max_epochs: int = 200
-    # Epoch limit of steps 1 and 2 (pre-training); None: see the class docstring.
+    max_epochs: int = setting(200, "passes over the training cells in the last (joint) step",
+                              range=Interval(1), cli="--epochs")
     # "paper" against max_epochs // 4 on pbmc68k_reduced (K=2, 100 epochs) 15-NN accuracy moved by
     # -1.5, +0.5 and +1.8 points for seeds 0, 2 and 3: no clear gain there, but no early cut-off.
-    pretrain_epochs: int | None = None
-    pretraining: str = "finetune"
-    pretrain_fraction: float = 0.1
-    pretrain_tolerance: float = 0.0  # 0.01 stopped step 1 after 3 epochs: too early, see above
-    finetune_fraction: float = 0.2
-    batch_size: int = 256
-    # Features scored per step; None: default_feature_batch's choice.
-    feature_batch_size: int | None = None
-    learning_rate: float = 1e-3
-    # L2 on weights, as Adam's coupled weight decay (the gradient of l2 * ||W||^2 / 2 per step).
-    l2: float = 1e-3
-    patience: int = 20
-    grad_clip: float = 5.0
-    checkpoint_every: int = 10
-    seed: int = 0
+    pretrain_epochs: int | None = setting(
+        None, "epoch limit of each pre-training step (siVAE's steps 1 and 2); None: as the mode says",
+        range=Interval(0))
+    pretraining: str = setting(
+        "finetune", "training mode, how siVAE's three steps share the run: finetune (a VAE run, then "
+        "the feature side fit to it; 1.25-1.5x a VAE run), paper (each step to its own early stop, "
+        "every parameter free in the joint step; 2-3x) or budget (short pre-training, then a full "
+        "joint step); see sivae.modes", choices=TRAINING_MODES)
+    pretrain_fraction: float = setting(
+        0.1, "share of max_epochs each pre-training step may train", range=Interval(0), mode="budget")
+    # 0.01 stopped step 1 after 3 epochs: too early (modes.Budget)
+    pretrain_tolerance: float = setting(
+        0.0, "a pre-training step stops once an epoch lowers its training loss by less than this share",
+        mode="budget")
+    finetune_fraction: float = setting(
+        0.2, "share of step 1's minibatch steps that steps 2 and 3 may each take", range=Interval(0),
+        mode="finetune")
+    batch_size: int = setting(256, "cells per training step", range=Interval(1))
+    feature_batch_size: int | None = setting(
+        None, "features scored per training step; None: all up to a limit (default_feature_batch); "
+        "every loss term is rescaled, so any block estimates the full objective", range=Interval(1))
+    learning_rate: float = setting(1e-3, "Adam's learning rate (it diverges beyond 1; 1e-3 is usual)",
+                                   range=Interval(0, 1, low_closed=False, high_closed=True))
+    l2: float = setting(1e-3, "L2 weight on weight matrices, as Adam's coupled weight decay (the "
+                              "gradient of l2 * ||W||^2 / 2 per step)", range=Interval(0))
+    patience: int = setting(20, "epochs without a better held-out loss before a step stops", range=Interval(1))
+    grad_clip: float = setting(5.0, "gradient norm clipped to this per step; 0: no clipping", range=Interval(0))
+    checkpoint_every: int = setting(10, "epochs between checkpoints (with a checkpoint folder)",
+                                    range=Interval(1))
+    seed: int = setting(0, "seed of everything random", range=Interval(0, 2**32))
+    subnormals: str = setting(
+        "flush", "subnormal floats on the CPU (_cpu.py): flush (to zero on every thread of torch's "
+        "OpenMP team, and zeroed in the weights after each epoch), zero (on the calling thread and in "
+        "the weights only) or off", choices=SUBNORMALS)
 
-    def pretrain_budget(self) -> float:
-        """Epochs (a fraction allowed with "budget") each pre-training step may train."""
-        if self.pretrain_epochs is not None:
-            return float(self.pretrain_epochs)
-        if self.pretraining == "budget":
-            return self.pretrain_fraction * self.max_epochs
-        return float(self.max_epochs)
+    def check(self) -> None:
+        """Refuse a setting of the wrong type or out of range, with one sentence."""
+        check(self)
 
-    def epochs_for(self, phase: str, last: bool) -> int:
-        if last:
-            return self.max_epochs
-        return math.ceil(self.pretrain_budget())
+    @property
+    def mode(self) -> TrainingMode:
+        """The training mode ``pretraining`` names."""
+        return TRAINING_MODES[self.pretraining]()
+
+
+def shared_with(cls: type) -> tuple[str, ...]:
+    """TrainConfig's settings that ``cls`` (a model's config) also declares, to hand over."""
+    names = {f.name for f in fields(cls)}
+    return tuple(f.name for f in fields(TrainConfig) if f.name in names)
 
 
 def default_feature_batch(n_features: int, batch_size: int, *, feature_path: bool) -> int:

@@ -46,18 +46,6 @@ def _top_genes(text: str) -> int | None:
     return None if text.strip().lower() == "all" else _positive_int(text)
 
 
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive layer widths such as 64,32; got {text!r}"
-        )
-    return sizes
-
-
 def _check_output(path: str | os.PathLike[str], *, force: bool, what: str, folder: bool = False,
                   suffix: str | tuple[str, ...] | None = ".h5ad",
                   inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:

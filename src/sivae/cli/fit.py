@@ -16,7 +16,11 @@ from sivae._constants import FILES
 from sivae._errors import InputError
 from sivae._files import atomic_file, check_destination, check_distinct, locked
 
-from ._args import _check_input, _hidden, _non_negative_float, _positive_float, _positive_int, _top_genes
+from sivae.config import ModelConfig
+from sivae.train_config import TrainConfig, shared_with
+
+from ._args import _check_input, _top_genes
+from ._settings import add_settings, check_given, given
 
 # a checkpoint folder holds these and nothing else; sivae replaces no other folder
 _CHECKPOINT_MARKERS = (FILES.CHECKPOINT_META,)
@@ -36,27 +40,9 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("input", metavar="IN", help=".h5ad, 10x .h5, 10x mtx folder, .csv/.tsv or .loom")
     p.add_argument("-o", "--output", metavar="OUT.h5ad", required=True, help="h5ad file to write")
     p.add_argument("--model-dir", metavar="DIR", help="also save the trained model to this folder")
-    p.add_argument("--n-latent", type=_positive_int, default=2, metavar="K",
-                   help="size of both embeddings (default 2)")
-    p.add_argument("--gamma", type=_non_negative_float, default=0.05, metavar="G",
-                   help="weight of the interpretability term; 0 turns it off (default 0.05)")
-    p.add_argument("--likelihood", choices=("gaussian", "nb"), default="gaussian",
-                   help="gaussian on scaled data, or nb on raw counts")
-    p.add_argument("--linear", action="store_true", help="siVAE-linear: linear decoders")
-    p.add_argument("--hidden", type=_hidden, metavar="W1,W2,...",
-                   help="encoder widths (default 1024,512,128); the decoder mirrors them")
-    p.add_argument("--c-red", type=_positive_int, metavar="N", help="values per feature fed to "
-                   "the feature-wise encoder (default 100)")
-    p.add_argument("--epochs", type=_positive_int, default=200, metavar="N",
-                   help="joint-training epochs (default 200)")
-    p.add_argument("--pretraining", choices=("finetune", "paper", "budget"),
-                   help="how the three training steps share the run (default: SIVAE.train's; see "
-                   "its docstring): finetune, paper (each step to its own early stop) or budget")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N",
-                   help="cells per step (default 256)")
-    p.add_argument("--learning-rate", type=_positive_float, metavar="LR",
-                   help="Adam's rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    # the model's and the trainer's settings, one option each, from the dataclasses that declare them
+    add_settings(p, ModelConfig)
+    add_settings(p, TrainConfig, skip=shared_with(ModelConfig))
     p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
     p.add_argument("--n-top-genes", type=_top_genes, default=2000, metavar="N|all",
                    help="highly variable features kept by preprocessing (default 2000; all: "
@@ -80,14 +66,15 @@ def run(args: argparse.Namespace) -> int:
     from sivae import SIVAE
     from sivae.distributed import process_group
 
+    options, training = _model_options(args), given(args, TrainConfig, skip=shared_with(ModelConfig))
+    check_given(ModelConfig, options)  # before any file is read
+    check_given(TrainConfig, training)
     source = _check_input(args.input)
     out, model_dir, checkpoints = _destinations(args, source)
     with process_group(args.device) as rank:
         adata = _load_once(source, args, rank=rank)
-        model = SIVAE(adata, **_model_options(args))
-        mode = {"pretraining": args.pretraining} if args.pretraining else {}
-        model.train(max_epochs=args.epochs, checkpoint_dir=checkpoints, resume=args.resume,
-                    progress=not args.no_progress, **mode)
+        model = SIVAE(adata, device=args.device, **options)
+        model.train(checkpoint_dir=checkpoints, resume=args.resume, progress=not args.no_progress, **training)
     if rank != 0:
         return 0  # every rank holds the same model; rank 0 writes it
     with locked(out, *([model_dir] if model_dir else [])):
@@ -130,17 +117,9 @@ def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | 
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "n_latent": args.n_latent, "gamma": args.gamma, "likelihood": args.likelihood,
-        "linear": args.linear, "seed": args.seed, "device": args.device,
-    }
-    if args.hidden is not None:
-        options["encoder_hidden"] = args.hidden
-        options["decoder_hidden"] = tuple(reversed(args.hidden))
-    optional = {
-        "c_red": args.c_red, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-    }
-    options.update({key: value for key, value in optional.items() if value is not None})
+    options = given(args, ModelConfig)
+    if "encoder_hidden" in options and "decoder_hidden" not in options:  # --hidden: the decoder mirrors it
+        options["decoder_hidden"] = tuple(reversed(options["encoder_hidden"]))
     return options
 
 
