@@ -20,21 +20,8 @@ import os
 import time
 from typing import Any
 
-from _common import (
-    ScviEmbedder,
-    add_arguments,
-    add_scvi_argument,
-    claim,
-    command_line,
-    fill_defaults,
-    folds,
-    out_dir,
-    preprocessed_fold,
-    synthetic_counts,
-    verdict,
-    without_missing_scvi,
-    write_result,
-)
+from _common import (ScviEmbedder, add_arguments, add_scvi_argument, claim, command_line, fill_defaults, folds,
+                     out_dir, preprocessed_fold, synthetic_counts, verdict, without_missing_scvi, write_result)
 
 MODELS = ("VAE-NB", "LDVAE", "siVAE", "siVAE-NB", "scvi SCVI", "scvi LinearSCVI")
 
