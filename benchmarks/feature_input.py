@@ -22,17 +22,15 @@ only the gene embedding, and the cell column is the same for every setting.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_quality import restore_threads, subsample  # noqa: E402
-from make_report import add_arguments, command_line, out_dir, write_result  # noqa: E402
-from sivae.modes import TRAINING_MODES  # noqa: E402  (sivae's training modes)
+from _common import (add_arguments, claim, command_line, fill_defaults, folds, heldout_accuracy, mean_sd, out_dir,
+                     preprocessed_fold, subsample, verdict, write_result)
+
+from sivae.modes import TRAINING_MODES
 
 
 def settings_grid(c_reds: list[int]) -> list[tuple[str, int | None]]:
@@ -51,28 +49,26 @@ def model_kwargs(method: str, c_red: int | None, n_cells: int, args: argparse.Na
     return kwargs
 
 
-def cell_scores(method: str, c_red: int | None, args: argparse.Namespace, adata: Any, folds: list) -> tuple[float, float, float]:
+def cell_scores(method: str, c_red: int | None, args: argparse.Namespace, adata: Any,
+                splits: list) -> tuple[float, float, float]:
     import sivae
-    from sivae.evaluation import heldout_knn_accuracy, split_fold
 
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     accs, seconds = [], []
-    for tr, te in folds:
-        train, test = split_fold(adata, tr, te, preprocess_mode="scale")
-        restore_threads()  # scanpy's numba kernels reset the OpenMP pool to every core
+    for tr, te in splits:
+        train, test = preprocessed_fold(adata, tr, te, preprocess_mode="scale")
         model = sivae.SIVAE(train, **model_kwargs(method, c_red, train.n_obs, args, labels=True))
         t0 = time.perf_counter()
         model.train(max_epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, pretraining=args.pretraining,
                     progress=False)
         seconds.append(time.perf_counter() - t0)
-        accs.append(heldout_knn_accuracy(model.get_cell_embedding(), labels[tr], model.get_cell_embedding(test),
-                                         labels[te], k=15))
-    return float(np.mean(accs)), float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, float(np.mean(seconds))
+        accs.append(heldout_accuracy(model, test, labels[tr], labels[te], k=15))
+    return (*mean_sd(accs), float(np.mean(seconds)))
 
 
 def gene_score(method: str, c_red: int | None, args: argparse.Namespace, network: Any) -> float:
     import sivae
-    from sivae._constants import KEYS
+    from sivae import KEYS
     from sivae.tl import loading_silhouette
 
     adata = network.copy()
@@ -91,7 +87,7 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
     if full is None or not reduced:
         return []
     out = []
-    for metric, what, margin, claim, paper, fits in (
+    for metric, what, margin, text, paper, fits in (
             ("cell_accuracy_mean", "cell k-NN accuracy", 0.03,
              "reducing the feature-wise input (PCA or downsampling) keeps the cell-embedding accuracy",
              "Fig. S12: comparable clustering accuracy with reduced input", f"mean over {full['folds']} fold(s)"),
@@ -104,10 +100,9 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
             worst = min((r for r in reduced if r["method"] == method), key=lambda r: r[metric])
             held[method] = full[metric] - worst[metric] <= margin
             shown.append(f"lowest {method} {worst[metric]:.3f} (C_red={worst['c_red']})")
-        verdict = "yes" if all(held.values()) else ("partly" if held.get("pca") else "no")
-        out.append({"claim": claim, "paper": paper, "reproduced": verdict,
-                    "ours": f"{what}: full input {full[metric]:.3f}; " + "; ".join(shown)
-                            + f" (within {margin} of the full input counts as kept; {fits})"})
+        out.append(claim(text, paper, f"{what}: full input {full[metric]:.3f}; " + "; ".join(shown)
+                         + f" (within {margin} of the full input counts as kept; {fits})",
+                         verdict(all(held.values()), partly=bool(held.get("pca")))))
     return out
 
 
@@ -126,27 +121,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretraining", choices=tuple(TRAINING_MODES), default="paper",
                         help="siVAE's training procedure (default paper: what Fig. S12 measures)")
     args = parser.parse_args(argv)
-    defaults = ({"c_red": [10], "folds": 2, "use_folds": 1, "epochs": 3, "pretrain_epochs": 2, "max_cells": 250,
-                 "network_cells": 400, "hidden": [32, 16]} if args.quick else
-                {"c_red": [20, 50, 100, 200], "folds": 5, "use_folds": 5, "epochs": 100, "pretrain_epochs": None,
-                 "max_cells": None, "network_cells": 2000, "hidden": [256, 64]})
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    quick = {"c_red": [10], "folds": 2, "use_folds": 1, "epochs": 3, "pretrain_epochs": 2, "max_cells": 250,
+             "network_cells": 400, "hidden": [32, 16]}
+    full = {"c_red": [20, 50, 100, 200], "folds": 5, "use_folds": 5, "epochs": 100, "pretrain_epochs": None,
+            "max_cells": None, "network_cells": 2000, "hidden": [256, 64]}
+    fill_defaults(args, quick, full)
     import sivae
-    from sivae.evaluation import stratified_folds
 
     folder = out_dir(args)
     t0 = time.perf_counter()
     cells = subsample(sivae.datasets.pbmc68k_reduced(), args.max_cells, 0)
-    folds = stratified_folds(cells.obs["cell_type"], n_folds=args.folds, seed=0)[: args.use_folds]
+    splits = folds(cells.obs["cell_type"], args.folds, args.use_folds, seed=0)
     network = sivae.datasets.simulated_network(n_cells=args.network_cells, seed=0)
     table = []
     for method, c_red in settings_grid(args.c_red):
-        acc, sd, seconds = cell_scores(method, c_red, args, cells, folds)
+        acc, sd, seconds = cell_scores(method, c_red, args, cells, splits)
         sil = gene_score(method, c_red, args, network)
         table.append({"method": method, "c_red": c_red if c_red is not None else "all training cells",
-                      "cell_accuracy_mean": acc, "cell_accuracy_sd": sd, "folds": len(folds),
+                      "cell_accuracy_mean": acc, "cell_accuracy_sd": sd, "folds": len(splits),
                       "community_silhouette": sil, "train_seconds": seconds})
         print(f"{method:10s} C_red={c_red}: cell accuracy {acc:.3f} +- {sd:.3f}, community silhouette {sil:.3f}, "
               f"{seconds:.1f} s per fit", flush=True)

@@ -21,22 +21,21 @@ changes only the feature side, and the accuracy column is flat by construction.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_quality import restore_threads, subsample  # noqa: E402
-from make_report import add_arguments, command_line, out_dir, save_figure, write_result  # noqa: E402
-from sivae.modes import TRAINING_MODES  # noqa: E402  (sivae's training modes)
+from _common import (add_arguments, claim, command_line, fill_defaults, folds, heldout_accuracy, mean_sd, out_dir,
+                     preprocessed_fold, save_figure, subsample, verdict, write_result)
+
+from sivae.modes import TRAINING_MODES
 
 GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.5, 1.0)
 
 
 def interpretation_agreement(model: Any, n_cells: int) -> float:
     """Median |Spearman| over dimensions between the loadings and summarised decoder saliency."""
-    from sivae._constants import KEYS
+    from sivae import KEYS
     from sivae.tl import agreement, attribute
 
     attr = attribute(model, model.adata, method="saliency", target="decoder", n_cells=min(n_cells, model.adata.n_obs))
@@ -46,23 +45,20 @@ def interpretation_agreement(model: Any, n_cells: int) -> float:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     import sivae
-    from sivae.evaluation import heldout_knn_accuracy, split_fold, stratified_folds
 
     adata = subsample(sivae.datasets.pbmc68k_reduced(), args.max_cells, 0)
     labels = adata.obs["cell_type"].astype(str).to_numpy()
-    folds = stratified_folds(labels, n_folds=args.folds, seed=0)[: args.use_folds]
+    splits = folds(labels, args.folds, args.use_folds, seed=0)
     rows = []
     for pretraining, gamma in [(p, g) for p in args.pretraining for g in args.gammas]:
-        for i, (tr, te) in enumerate(folds):
+        for i, (tr, te) in enumerate(splits):
             t0 = time.perf_counter()
-            train, test = split_fold(adata, tr, te, preprocess_mode="scale")
-            restore_threads()  # scanpy's numba kernels reset the OpenMP pool to every core
+            train, test = preprocessed_fold(adata, tr, te, preprocess_mode="scale")
             model = sivae.SIVAE(train, n_latent=args.latent, gamma=gamma, encoder_hidden=tuple(args.hidden),
                                 c_red=args.c_red, seed=0)
             model.train(max_epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, pretraining=pretraining,
                         progress=False)
-            acc = heldout_knn_accuracy(model.get_cell_embedding(), labels[tr], model.get_cell_embedding(test),
-                                       labels[te], k=15)
+            acc = heldout_accuracy(model, test, labels[tr], labels[te], k=15)
             agree = interpretation_agreement(model, args.attr_cells)
             rows.append({"pretraining": pretraining, "gamma": gamma, "fold": i, "accuracy": acc, "agreement_median": agree,
                          "seconds": time.perf_counter() - t0})
@@ -78,11 +74,9 @@ def summarise(rows: list[dict[str, Any]], latent: int) -> list[dict[str, Any]]:
     frame = pd.DataFrame(rows)
     out = []
     for (pretraining, gamma), part in frame.groupby(["pretraining", "gamma"], sort=False):
-        acc, agree = part["accuracy"], part["agreement_median"]
+        (acc, acc_sd), (agree, agree_sd) = mean_sd(part["accuracy"]), mean_sd(part["agreement_median"])
         out.append({"pretraining": pretraining, "gamma": float(gamma), "K": latent, "folds": len(part),
-                    "accuracy_mean": float(acc.mean()), "accuracy_sd": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                    "agreement_median": float(agree.mean()),
-                    "agreement_sd": float(agree.std(ddof=1)) if len(agree) > 1 else 0.0,
+                    "accuracy_mean": acc, "accuracy_sd": acc_sd, "agreement_median": agree, "agreement_sd": agree_sd,
                     "seconds_per_fit": float(part["seconds"].mean())})
     return out
 
@@ -95,16 +89,16 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
             continue
         a, b = by[0.05], by[0.0]
         how = f" (pretraining='{pretraining}')"
-        out.append({"claim": "gamma=0.05 costs no cell-embedding accuracy against gamma=0 (within 0.02)" + how,
-                    "paper": "Fig. 2b: siVAE and siVAE (gamma=0) comparable",
-                    "ours": f"{a['accuracy_mean']:.3f} +- {a['accuracy_sd']:.3f} vs {b['accuracy_mean']:.3f} +- "
-                            f"{b['accuracy_sd']:.3f}",
-                    "reproduced": "yes" if a["accuracy_mean"] >= b["accuracy_mean"] - 0.02 else "no"})
-        out.append({"claim": "the interpretability term makes loadings agree more with attributions" + how,
-                    "paper": "Fig. 3a: siVAE loadings agree with decoder attributions",
-                    "ours": f"median |Spearman| {a['agreement_median']:.3f} +- {a['agreement_sd']:.3f} (gamma=0.05) vs "
-                            f"{b['agreement_median']:.3f} +- {b['agreement_sd']:.3f} (gamma=0), mean +- sd over folds",
-                    "reproduced": "yes" if a["agreement_median"] > b["agreement_median"] else "no"})
+        out.append(claim("gamma=0.05 costs no cell-embedding accuracy against gamma=0 (within 0.02)" + how,
+                         "Fig. 2b: siVAE and siVAE (gamma=0) comparable",
+                         f"{a['accuracy_mean']:.3f} +- {a['accuracy_sd']:.3f} vs {b['accuracy_mean']:.3f} +- "
+                         f"{b['accuracy_sd']:.3f}",
+                         verdict(a["accuracy_mean"] >= b["accuracy_mean"] - 0.02)))
+        out.append(claim("the interpretability term makes loadings agree more with attributions" + how,
+                         "Fig. 3a: siVAE loadings agree with decoder attributions",
+                         f"median |Spearman| {a['agreement_median']:.3f} +- {a['agreement_sd']:.3f} (gamma=0.05) vs "
+                         f"{b['agreement_median']:.3f} +- {b['agreement_sd']:.3f} (gamma=0), mean +- sd over folds",
+                         verdict(a["agreement_median"] > b["agreement_median"])))
     return out
 
 
@@ -173,13 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, out_dir(args))
-    defaults = ({"gammas": [0.0, 0.05], "folds": 2, "use_folds": 1, "epochs": 3, "pretrain_epochs": 2,
-                 "max_cells": 250, "hidden": [32, 16]} if args.quick else
-                {"gammas": list(GAMMAS), "folds": 5, "use_folds": 5, "epochs": 100, "pretrain_epochs": None,
-                 "max_cells": None, "hidden": [256, 64]})
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, quick={"gammas": [0.0, 0.05], "folds": 2, "use_folds": 1, "epochs": 3, "pretrain_epochs": 2,
+                               "max_cells": 250, "hidden": [32, 16]},
+                  full={"gammas": list(GAMMAS), "folds": 5, "use_folds": 5, "epochs": 100, "pretrain_epochs": None,
+                        "max_cells": None, "hidden": [256, 64]})
     folder = out_dir(args)
     t0 = time.perf_counter()
     rows = run(args)

@@ -33,9 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,12 @@ from anndata import AnnData
 from torch import nn
 
 import sivae
-from sivae._constants import KEYS
-from sivae.tl.attribution import attribute
-from sivae.tl.attribution_summary import _moments, summarize_attributions
+from sivae import KEYS
+from sivae.tl import attribute, summarize_attributions
+from sivae.tl.attribution import CellwiseAttributions
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _common import add_arguments, claim, command_line, out_dir, verdict, write_result
+
 NAME = "interpret_speed"
 METHODS = [("saliency", "reverse"), ("saliency", "forward"), ("grad_x_input", "reverse"),
            ("grad_x_input", "forward"), ("deeplift", "reverse"), ("integrated_gradients", "reverse"),
@@ -108,25 +109,38 @@ def time_ours(model: Any, method: str, mode: str, n: int, opts: dict) -> float:
     return (time.perf_counter() - t0) / n
 
 
+class _GivenFactors(CellwiseAttributions):
+    # attributions whose factors A are given chunks: the summary timed apart from any method
+    def __init__(self, like: CellwiseAttributions, chunks: list[torch.Tensor]) -> None:
+        cells = np.arange(sum(len(chunk) for chunk in chunks))
+        super().__init__(like.adata, cells, like.feature_names, like.shape[2], len(chunks[0]), "random factors")
+        self.readout, self.given = like.readout, chunks
+
+    def factor_chunks(self) -> Iterator[torch.Tensor]:
+        yield from self.given
+
+
 def time_summary(model: Any, n: int = 1024) -> tuple[float, float]:
     """(s per cell, fixed s) of summarising attributions into F x K loadings, for any method.
 
-    Per cell: the accumulation of second moments (the path the summary takes when cells exceed the
-    decoder's last hidden width H), on n cells of attributions drawn at random, so that the block
-    GEMMs run full (timing a handful of cells would charge each cell a whole block's update).
-    Fixed: the QR of v_L and the K eigendecompositions the summary ends with.
+    Fixed: the QR of v_L and K eigendecompositions of H x H, as the summary ends with. Per cell:
+    ``sivae.tl.summarize_attributions`` on at least n cells of attributions drawn at random, less
+    the fixed part: with more cells than the decoder's last hidden width H it accumulates second
+    moments in blocks, and enough cells let the block GEMMs run full (timing a handful of cells
+    would charge each cell a whole block's update).
     """
     attr = attribute(model, model.adata, method="saliency", mode="forward", n_cells=2)
     readout = attr.readout.double()
     k, hidden = attr.shape[2], readout.shape[1]
     gen = torch.Generator().manual_seed(0)
-    chunks = [torch.randn(64, hidden, k, generator=gen) for _ in range(n // 64)]
+    chunks = [torch.randn(64, hidden, k, generator=gen) for _ in range(max(n, hidden + 64) // 64)]
     t0 = time.perf_counter()
-    sum_a, sum_aa = _moments(iter(chunks))
-    t1 = time.perf_counter()
     R = torch.linalg.qr(readout)[1]
-    torch.linalg.eigh(R @ sum_aa @ R.T)
-    return (t1 - t0) / (64 * len(chunks)), time.perf_counter() - t1
+    torch.linalg.eigh(R @ torch.eye(hidden, dtype=torch.float64).expand(k, -1, -1) @ R.T)
+    fixed = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    summarize_attributions(_GivenFactors(attr, chunks))
+    return max(time.perf_counter() - t1 - fixed, 0.0) / (64 * len(chunks)), fixed
 
 
 def _per_node(decoder: nn.Module, z: torch.Tensor, method: str, node: int, opts: dict) -> None:
@@ -329,8 +343,7 @@ def mnist_part(args: argparse.Namespace, out: Path) -> dict:
 # -- the run --------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small grid, small networks, about a minute")
-    p.add_argument("--out", type=Path, default=None, help="folder for the JSON and PNGs")
+    add_arguments(p)
     p.add_argument("--parts", default="speed,agreement,mnist", help="comma-separated: speed, agreement, mnist")
     p.add_argument("--cells", type=int, default=None, help="cells of the synthetic data (default 2,000; quick 300)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per step (default 2; quick 1)")
@@ -362,43 +375,34 @@ def parse_args() -> argparse.Namespace:
     args.hidden = (64, 32) if q else (1024, 512, 128)
     args.n_steps, args.n_samples = (8, 4) if q else (50, 25)
     args.agree_epochs = args.agree_epochs or (5 if q else 60)
-    args.out = args.out or (RESULTS / "quick" if q else RESULTS)
+    args.out = out_dir(args)
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     return args
-
-
-def write_json(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float))
-    os.replace(tmp, path)
 
 
 def claims(atlas: dict, agree: dict | None) -> list[dict]:
     out = []
     if atlas:
         e_ours, e_paper = (atlas[k]["break_even_epochs"] or float("inf") for k in ("ours", "paper"))
-        verdict = "yes" if min(e_ours, e_paper) >= 20 else "partly" if e_paper >= 20 else "no"
-        out.append({
-            "claim": "siVAE trains in less than half the time of a VAE plus the fastest attribution (1.3M cells x 28k genes)",
-            "paper": "2.5 days for siVAE, less than half of the fastest attribution (forward-mode saliency)",
-            "ours": (f"extrapolated from this run: siVAE {atlas['sivae_days_per_epoch']:.3g} and VAE "
-                     f"{atlas['vae_days_per_epoch']:.3g} days per epoch; fastest per-node attribution "
-                     f"{atlas['paper']['fastest']} {atlas['paper']['attribution_days']:.3g} days, ours batched "
-                     f"{atlas['ours']['fastest']} {atlas['ours']['attribution_days']:.3g} days; siVAE is under "
-                     f"half for up to {e_paper:.3g} epochs against per-node and {e_ours:.3g} against batched"),
-            "reproduced": verdict})
+        out.append(claim(
+            "siVAE trains in less than half the time of a VAE plus the fastest attribution (1.3M cells x 28k genes)",
+            "2.5 days for siVAE, less than half of the fastest attribution (forward-mode saliency)",
+            f"extrapolated from this run: siVAE {atlas['sivae_days_per_epoch']:.3g} and VAE "
+            f"{atlas['vae_days_per_epoch']:.3g} days per epoch; fastest per-node attribution "
+            f"{atlas['paper']['fastest']} {atlas['paper']['attribution_days']:.3g} days, ours batched "
+            f"{atlas['ours']['fastest']} {atlas['ours']['attribution_days']:.3g} days; siVAE is under "
+            f"half for up to {e_paper:.3g} epochs against per-node and {e_ours:.3g} against batched",
+            verdict(min(e_ours, e_paper) >= 20, partly=e_paper >= 20)))
     if agree:
         m = agree["median_abs_spearman"]
         others = "".join(f"; at K={o['latent']}: {o['median_abs_spearman']['siVAE | DeepLIFT']:.2f}"
                          for o in agree.get("other_latent", []))
-        out.append({
-            "claim": "siVAE loadings agree with DeepLIFT on siVAE's decoder",
-            "paper": "median Spearman 0.98 on fetal liver (Fig. 3a, K=2)",
-            "ours": (f"{agree['dataset']} K={agree.get('latent', 10)}: {m['siVAE | DeepLIFT']:.2f}; against DeepLIFT on a VAE "
-                     f"{m['siVAE | DeepLIFT (VAE)']:.2f} (dims matched {m['siVAE | DeepLIFT (VAE, dims matched)']:.2f}); "
-                     f"Gene Relevance {m['siVAE | Gene Relevance']:.2f}{others}"),
-            "reproduced": "yes" if m["siVAE | DeepLIFT"] > 0.8 else "partly" if m["siVAE | DeepLIFT"] > 0.5 else "no"})
+        out.append(claim(
+            "siVAE loadings agree with DeepLIFT on siVAE's decoder", "median Spearman 0.98 on fetal liver (Fig. 3a, K=2)",
+            f"{agree['dataset']} K={agree.get('latent', 10)}: {m['siVAE | DeepLIFT']:.2f}; against DeepLIFT on a VAE "
+            f"{m['siVAE | DeepLIFT (VAE)']:.2f} (dims matched {m['siVAE | DeepLIFT (VAE, dims matched)']:.2f}); "
+            f"Gene Relevance {m['siVAE | Gene Relevance']:.2f}{others}",
+            verdict(m["siVAE | DeepLIFT"] > 0.8, partly=m["siVAE | DeepLIFT"] > 0.5)))
     return out
 
 
@@ -416,9 +420,9 @@ def main() -> None:
             rows += speed_point(k, f, args)
             if i + 1 < len(points):  # a partial JSON after each point, in case the run is cut short
                 partial = {"benchmark": NAME, "paper": "Fig. 3d-f", "quick": args.quick, "complete": False,
-                           "command": " ".join([".venv/bin/python", "benchmarks/interpret_speed.py", *sys.argv[1:]]),
-                           "seconds": time.perf_counter() - t_start, "table": rows, "claims": []}
-                write_json(partial, args.out / f"{NAME}.json")
+                           "command": command_line(), "seconds": time.perf_counter() - t_start, "table": rows,
+                           "claims": []}
+                write_result(partial, args.out)
         slopes, atlas = extrapolate(rows, args)
         print("\nper method: days on 1.3M cells per embedding dimension / per 10k features "
               "(training: per epoch)")
@@ -430,7 +434,6 @@ def main() -> None:
         print(f"  siVAE training {e['sivae_s_per_cell_epoch_days_per_dim']:.3g} / {e['sivae_s_per_cell_epoch_days_per_10k_features']:.3g}"
               f"   VAE training {e['vae_s_per_cell_epoch_days_per_dim']:.3g} / {e['vae_s_per_cell_epoch_days_per_10k_features']:.3g}")
         print(f"\natlas (1.3M x 28k, K=20): {json.dumps(atlas, default=float)}")
-    args.out.mkdir(parents=True, exist_ok=True)
     if "agreement" in args.parts:
         # the first K is the claim's (the paper's Fig. 3a is at K=2); the others are reported beside it
         parts = [agreement_part(args, args.out, k, figure=i == 0) for i, k in enumerate(args.agree_latent)]
@@ -440,13 +443,12 @@ def main() -> None:
     if not rows:  # the contract wants a table: the agreement medians then
         rows = [{"pair": k, "median_abs_spearman": v} for k, v in (agree or mnist or {"median_abs_spearman": {}})["median_abs_spearman"].items()]
     payload = {"benchmark": NAME, "paper": "Fig. 3a-f", "quick": args.quick, "complete": True,
-               "command": " ".join([".venv/bin/python", "benchmarks/interpret_speed.py", *sys.argv[1:]]),
+               "command": command_line(),
                "seconds": time.perf_counter() - t_start, "table": rows, "claims": claims(atlas, agree),
                "slopes": slopes, "atlas": atlas, "agreement": agree, "mnist": mnist,
                "figures": [f"{NAME}_{part}.png" for part in ("agreement", "mnist") if part in args.parts],
                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "parts")} | {"parts": args.parts}}
-    write_json(payload, args.out / f"{NAME}.json")
-    print(f"\nwrote {args.out / f'{NAME}.json'} ({payload['seconds']:.0f} s)")
+    print(f"\nwrote {write_result(payload, args.out)} ({payload['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

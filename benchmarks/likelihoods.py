@@ -22,16 +22,14 @@ the marginal likelihood (no importance sampling): lower is better, comparable ac
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_quality import SCVI_PYTHON, ScviEmbedder, restore_threads, scvi_available, subsample  # noqa: E402
-from make_report import add_arguments, command_line, out_dir, write_result  # noqa: E402
+from _common import (ScviEmbedder, add_arguments, add_scvi_argument, claim, command_line, fill_defaults, folds,
+                     mean_sd, out_dir, preprocessed_fold, subsample, synthetic_counts, verdict, without_missing_scvi,
+                     write_result)
 
 MODELS = ("siVAE-NB", "LDVAE", "scvi LinearSCVI", "scvi SCVI")
 
@@ -53,8 +51,6 @@ def nll_per_cell(counts: np.ndarray, rho_or_mu: np.ndarray, theta: np.ndarray, *
 def ours(model_class: Any, train: Any, test: Any, k_latent: int, seed: int, args: argparse.Namespace) -> np.ndarray:
     import torch
 
-    from sivae._constants import KEYS
-
     kwargs = dict(n_latent=k_latent, seed=seed, encoder_hidden=tuple(args.hidden), batch_size=args.batch_size)
     if model_class.__name__ == "SIVAE":
         kwargs.update(likelihood="nb", c_red=args.c_red)
@@ -67,49 +63,32 @@ def ours(model_class: Any, train: Any, test: Any, k_latent: int, seed: int, args
         idx = torch.arange(v_L.shape[0])
         x = torch.as_tensor(np.asarray(test.X), dtype=torch.float32)
         rho = module.predict(x, v_L, idx).numpy()  # (cells, F) at the posterior means of z
-    counts = test.layers[KEYS.COUNTS]
-    counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
-    return nll_per_cell(counts, rho, log_theta.detach().exp().numpy(), is_mu=False)
+    return nll_per_cell(dense_counts(test), rho, log_theta.detach().exp().numpy(), is_mu=False)
 
 
 def peer(kind: str, train: Any, test: Any, k_latent: int, seed: int, args: argparse.Namespace) -> np.ndarray:
-    from sivae._constants import KEYS
-
     embed = ScviEmbedder(kind, k_latent, seed, args)
     embed(train, test)
     mu, theta = embed.last_params
-    counts = test.layers[KEYS.COUNTS]
-    counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
-    return nll_per_cell(counts, mu, theta, is_mu=True)
+    return nll_per_cell(dense_counts(test), mu, theta, is_mu=True)
 
 
-def synthetic_counts(n_cells: int = 300, n_genes: int = 400, n_types: int = 3, seed: int = 0) -> Any:
-    """Quick-mode data: negative binomial counts of ``n_types`` cell types, 20 marker genes each."""
-    import pandas as pd
-    import scipy.sparse as sp
-    from anndata import AnnData
+def dense_counts(adata: Any) -> np.ndarray:
+    """The raw counts the fold kept in ``layers["counts"]``, as a dense array."""
+    from sivae import KEYS
 
-    rng = np.random.default_rng(seed)
-    types = rng.integers(0, n_types, n_cells)
-    rate = rng.gamma(2.0, 1.0, size=n_genes)[None, :].repeat(n_cells, 0)
-    for t in range(n_types):
-        rate[types == t, 20 * t:20 * (t + 1)] *= 6
-    counts = rng.poisson(rng.gamma(5.0, rate / 5.0)).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical([f"type{t}" for t in types])}, index=[f"c{i}" for i in range(n_cells)])
-    return AnnData(sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+    counts = adata.layers[KEYS.COUNTS]
+    return counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
 
 
 def run(args: argparse.Namespace, models: list[str]) -> list[dict[str, Any]]:
     import sivae
-    from sivae.evaluation import split_fold, stratified_folds
 
     adata = synthetic_counts() if args.data == "synthetic" else subsample(sivae.datasets.pbmc3k(), args.max_cells, 0)
     rows = []
     for seed in range(args.seeds):
-        folds = stratified_folds(adata.obs["cell_type"], n_folds=args.folds, seed=seed)[: args.use_folds]
-        for fold, (tr, te) in enumerate(folds):
-            train, test = split_fold(adata, tr, te, preprocess_mode="counts", n_top_genes=2000)
-            restore_threads()  # scanpy's numba kernels reset the OpenMP pool to every core
+        for fold, (tr, te) in enumerate(folds(adata.obs["cell_type"], args.folds, args.use_folds, seed=seed)):
+            train, test = preprocessed_fold(adata, tr, te, preprocess_mode="counts", n_top_genes=2000)
             for name in models:
                 t0 = time.perf_counter()
                 if name.startswith("scvi "):
@@ -129,10 +108,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     frame = pd.DataFrame(rows)
     out = []
     for model, part in frame.groupby("model", sort=False):
+        mean, sd = mean_sd(part["nll_per_cell"])
         out.append({"data": str(part["data"].iloc[0]), "model": model, "K": int(part["K"].iloc[0]), "cells": int(part["cells"].iloc[0]),
                     "genes": int(part["genes"].iloc[0]), "fits": len(part),
-                    "nll_per_cell_mean": float(part["nll_per_cell"].mean()),
-                    "nll_per_cell_sd": float(part["nll_per_cell"].std(ddof=1)) if len(part) > 1 else 0.0,
+                    "nll_per_cell_mean": mean, "nll_per_cell_sd": sd,
                     "seconds_per_fit": float(part["seconds"].mean())})
     return out
 
@@ -140,18 +119,16 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
     nll = {r["model"]: r["nll_per_cell_mean"] for r in table}
     out = []
-    for better, worse, claim in (("siVAE-NB", "LDVAE", "siVAE-NB fits held-out counts at least as well as LDVAE"),
+    for better, worse, text in (("siVAE-NB", "LDVAE", "siVAE-NB fits held-out counts at least as well as LDVAE"),
                                  ("siVAE-NB", "scvi LinearSCVI", "siVAE-NB fits held-out counts at least as well as "
                                   "scvi-tools' LinearSCVI"),
                                  ("scvi SCVI", "scvi LinearSCVI", "a non-linear decoder (SCVI) fits better than a "
                                   "linear one (LinearSCVI)")):
-        if better in nll and worse in nll:
-            ours_text = f"NLL per cell {nll[better]:.1f} ({better}) vs {nll[worse]:.1f} ({worse})"
-            verdict = "yes" if nll[better] <= nll[worse] else "no"
-        else:
-            ours_text, verdict = f"{better} or {worse} not run", "not tested"
-        out.append({"claim": claim, "paper": "Fig. S2: NLL bars of the NB models (no numbers in the text)",
-                    "ours": ours_text, "reproduced": verdict})
+        ran = better in nll and worse in nll
+        ours_text = (f"NLL per cell {nll[better]:.1f} ({better}) vs {nll[worse]:.1f} ({worse})" if ran
+                     else f"{better} or {worse} not run")
+        out.append(claim(text, "Fig. S2: NLL bars of the NB models (no numbers in the text)", ours_text,
+                         verdict(nll[better] <= nll[worse] if ran else None)))
     return out
 
 
@@ -169,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", nargs="+", type=int, default=None, help="encoder widths (default 256 64)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--c-red", type=int, default=100)
-    parser.add_argument("--scvi-python", type=Path, default=SCVI_PYTHON)
+    add_scvi_argument(parser)
     parser.add_argument("--data", choices=("pbmc3k", "synthetic"), default=None,
                         help="pbmc3k (default), or synthetic NB counts (quick: loading pbmc3k alone takes ~10 s)")
     args = parser.parse_args(argv)
@@ -177,15 +154,8 @@ def main(argv: list[str] | None = None) -> int:
              "pretrain_epochs": 2, "max_cells": 300, "hidden": [32, 16]}
     full = {"data": "pbmc3k", "models": list(MODELS), "folds": 5, "use_folds": None, "epochs": 100,
             "pretrain_epochs": None, "max_cells": None, "hidden": [256, 64]}
-    defaults = quick if args.quick else full
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    models = list(args.models)
-    note = scvi_available(args.scvi_python) if any(m.startswith("scvi ") for m in models) else None
-    if note:
-        print(f"note: skipping scvi-tools models ({note})")
-        models = [m for m in models if not m.startswith("scvi ")]
+    fill_defaults(args, quick, full)
+    models, note = without_missing_scvi(list(args.models), args.scvi_python)
     folder = out_dir(args)
     t0 = time.perf_counter()
     rows = run(args, models)

@@ -16,16 +16,12 @@ the ratio of the last block to the first.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_report import add_arguments, command_line, out_dir, write_result  # noqa: E402
-from train_speed import as_anndata, synthetic  # noqa: E402
+from _common import add_arguments, as_anndata, claim, command_line, out_dir, synthetic, verdict, write_result
 
 
 # each code's setting of the trainer's option (sivae.train_config.TrainConfig.subnormals)
@@ -81,11 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if "calling thread only" in rows:
             caller = rows["calling thread only"]
             ours += f"; flags on the calling thread only {caller['last_over_first']:.2f}x, {caller['total_s']:.0f} s"
-        claims.append({"claim": f"a long CPU run keeps its epoch time on {threads} thread(s) (last 10 epochs "
-                                "within 1.5x of the first 10)",
-                       "paper": "none (a property of the implementation)",
-                       "ours": f"{ours} ({args.epochs} epochs)",
-                       "reproduced": "yes" if shipped["last_over_first"] <= 1.5 else "no"})
+        claims.append(claim(f"a long CPU run keeps its epoch time on {threads} thread(s) (last 10 epochs within "
+                            "1.5x of the first 10)", "none (a property of the implementation)",
+                            f"{ours} ({args.epochs} epochs)", verdict(shipped["last_over_first"] <= 1.5)))
     payload = {"benchmark": "long_run", "paper": "none", "command": command_line(), "quick": bool(args.quick),
                "seconds": time.perf_counter() - t0, "table": table, "claims": claims,
                "settings": {k: getattr(args, k) for k in ("cells", "features", "epochs", "threads")},

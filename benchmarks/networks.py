@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -39,21 +38,21 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 import sivae
-from sivae._constants import KEYS
+from sivae import KEYS
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _common import add_arguments, claim, command_line, out_dir, verdict, write_result
+
 GRN_METHODS = ("clr", "mrnet", "aracne", "grnboost2")
 LABELS = {"clr": "CLR", "mrnet": "MRNET", "aracne": "ARACNE", "grnboost2": "GRNBoost2"}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small data and models (about a minute or two)")
-    p.add_argument("--out", type=Path, help="folder for networks.json and the PNGs")
+    add_arguments(p)
     p.add_argument("--datasets", default="simulated,pbmc3k", help="comma-separated: simulated, pbmc3k")
     p.add_argument("--n-jobs", type=int, default=2, help="GRNBoost2's parallel jobs (default 2)")
     args = p.parse_args(argv)
-    args.out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    args.out = out_dir(args)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     return args
 
@@ -174,35 +173,22 @@ def claims(results: dict[str, dict]) -> list[dict]:
         t = pd.DataFrame(res["rows"]).set_index("method")
         grn = t.loc[[LABELS[m] for m in GRN_METHODS]]
         s_rho, g_rho = t.loc["siVAE", "spearman_vs_truth"], grn["spearman_vs_truth"].median()
-        out.append({
-            "claim": f"siVAE's centrality tracks the ground truth better than GRN degree centrality ({name})",
-            "paper": "fetal liver: Spearman 0.90 (siVAE) vs median 0.36 (GRN methods)",
-            "ours": f"Spearman {s_rho:.2f} (siVAE) vs median {g_rho:.2f} (CLR, MRNET, ARACNE, GRNBoost2)",
-            "reproduced": "yes" if s_rho > g_rho else "no",
-        })
+        out.append(claim(f"siVAE's centrality tracks the ground truth better than GRN degree centrality ({name})",
+                         "fetal liver: Spearman 0.90 (siVAE) vs median 0.36 (GRN methods)",
+                         f"Spearman {s_rho:.2f} (siVAE) vs median {g_rho:.2f} (CLR, MRNET, ARACNE, GRNBoost2)",
+                         verdict(s_rho > g_rho)))
         s_top, g_top = t.loc["siVAE", "top20_mean_truth"], grn["top20_mean_truth"].median()
-        out.append({
-            "claim": f"siVAE's top-20 hubs have higher ground-truth centrality than the GRN methods' ({name})",
-            "paper": "fetal liver: 0.092 (siVAE) vs median 0.074",
-            "ours": f"{s_top:.3f} (siVAE) vs median {g_top:.3f} (best possible {res['best_possible_top20_truth']:.3f})",
-            "reproduced": "yes" if s_top > g_top else "no",
-        })
+        out.append(claim(f"siVAE's top-20 hubs have higher ground-truth centrality than the GRN methods' ({name})",
+                         "fetal liver: 0.092 (siVAE) vs median 0.074",
+                         f"{s_top:.3f} (siVAE) vs median {g_top:.3f} (best possible "
+                         f"{res['best_possible_top20_truth']:.3f})", verdict(s_top > g_top)))
         pve = t["neighborhood_pve"]
-        out.append({
-            "claim": f"siVAE-Euc and GRN neighbourhoods are about equally predictive of the query gene ({name})",
-            "paper": "median 79.9% +- 0.84 s.d. PVE across methods (excluding LDVAE and ARACNE)",
-            "ours": f"siVAE-Euc {pve['siVAE']:.3f}; GRN methods {grn['neighborhood_pve'].min():.3f}-"
-                    f"{grn['neighborhood_pve'].max():.3f} ({res['n_query']} query genes)",
-            "reproduced": "yes" if abs(pve["siVAE"] - grn["neighborhood_pve"].median()) < 0.05 else "partly",
-        })
+        out.append(claim(f"siVAE-Euc and GRN neighbourhoods are about equally predictive of the query gene ({name})",
+                         "median 79.9% +- 0.84 s.d. PVE across methods (excluding LDVAE and ARACNE)",
+                         f"siVAE-Euc {pve['siVAE']:.3f}; GRN methods {grn['neighborhood_pve'].min():.3f}-"
+                         f"{grn['neighborhood_pve'].max():.3f} ({res['n_query']} query genes)",
+                         verdict(abs(pve["siVAE"] - grn["neighborhood_pve"].median()) < 0.05, partly=True)))
     return out
-
-
-def write_json(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float))
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,14 +216,13 @@ def kept_results(args: argparse.Namespace) -> dict[str, dict]:
 def write_payload(results: dict[str, dict], args: argparse.Namespace, argv: list[str] | None, seconds: float) -> None:
     payload = {
         "benchmark": "networks", "paper": "Fig. 5a-e",
-        "command": " ".join([".venv/bin/python", "benchmarks/networks.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line(argv),
         "quick": bool(args.quick), "seconds": seconds,
         "table": [row for res in results.values() for row in res["rows"]],
         "claims": claims(results),
         "datasets": results,
     }
-    write_json(payload, args.out / "networks.json")
-    print(f"\nwrote {args.out / 'networks.json'} ({', '.join(results)}) after {seconds:.0f} s")
+    print(f"\nwrote {write_result(payload, args.out)} ({', '.join(results)}) after {seconds:.0f} s")
 
 
 if __name__ == "__main__":

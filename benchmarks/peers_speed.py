@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_quality import SCVI_PYTHON, ScviEmbedder, scvi_available  # noqa: E402
-from likelihoods import synthetic_counts  # noqa: E402
-from make_report import add_arguments, command_line, out_dir, write_result  # noqa: E402
+from _common import (ScviEmbedder, add_arguments, add_scvi_argument, claim, command_line, fill_defaults, folds,
+                     out_dir, preprocessed_fold, synthetic_counts, verdict, without_missing_scvi, write_result)
 
 MODELS = ("VAE-NB", "LDVAE", "siVAE", "siVAE-NB", "scvi SCVI", "scvi LinearSCVI")
 
@@ -62,30 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of every step (default 20; quick 2)")
     parser.add_argument("--hidden", nargs="+", type=int, default=None, help="encoder widths (default 128 128)")
     parser.add_argument("--data", choices=("pbmc3k", "synthetic"), default=None)
-    parser.add_argument("--scvi-python", type=Path, default=SCVI_PYTHON)
+    add_scvi_argument(parser)
     args = parser.parse_args(argv)
     if args.quick and args.models is None:
         print("note: --quick leaves scvi-tools out (its start alone takes longer than the quick run); "
               "pass --models to include it")
-    defaults = ({"models": ["LDVAE", "siVAE"], "epochs": 2, "hidden": [32, 32], "data": "synthetic"} if args.quick else
-                {"models": list(MODELS), "epochs": 20, "hidden": [128, 128], "data": "pbmc3k"})
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, quick={"models": ["LDVAE", "siVAE"], "epochs": 2, "hidden": [32, 32], "data": "synthetic"},
+                  full={"models": list(MODELS), "epochs": 20, "hidden": [128, 128], "data": "pbmc3k"})
     args.fixed_epochs = True  # read by ScviEmbedder: no early stopping in scvi-tools either
     import sivae
-    from sivae.evaluation import split_fold, stratified_folds
 
-    models = list(args.models)
-    note = scvi_available(args.scvi_python) if any(m.startswith("scvi ") for m in models) else None
-    if note:
-        print(f"note: skipping scvi-tools models ({note})")
-        models = [m for m in models if not m.startswith("scvi ")]
+    models, note = without_missing_scvi(list(args.models), args.scvi_python)
     folder = out_dir(args)
     t0 = time.perf_counter()
     adata = synthetic_counts() if args.data == "synthetic" else sivae.datasets.pbmc3k()
-    tr, te = stratified_folds(adata.obs["cell_type"], n_folds=5, seed=0)[0]
-    train, test = split_fold(adata, tr, te, preprocess_mode="counts", n_top_genes=2000)
+    tr, te = folds(adata.obs["cell_type"], 5, 1, seed=0)[0]
+    train, test = preprocessed_fold(adata, tr, te, preprocess_mode="counts", n_top_genes=2000)
     import torch
 
     # one thread for every model (scvi-tools' child too), set after preprocessing: scanpy's numba
@@ -104,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     for a, b in (("VAE-NB", "scvi SCVI"), ("LDVAE", "scvi LinearSCVI")):
         if a in times and b in times:
             ratio = times[a] / times[b]
-            claims.append({"claim": f"our {a} trains an epoch no slower than scvi-tools' {b.split()[1]}",
-                           "paper": "none (our measurement; the paper gives no timings against scvi-tools)",
-                           "ours": f"{times[a]:.2f} s vs {times[b]:.2f} s per epoch (ratio {ratio:.2f})",
-                           "reproduced": "yes" if ratio <= 1.0 else "no"})
+            claims.append(claim(f"our {a} trains an epoch no slower than scvi-tools' {b.split()[1]}",
+                                "none (our measurement; the paper gives no timings against scvi-tools)",
+                                f"{times[a]:.2f} s vs {times[b]:.2f} s per epoch (ratio {ratio:.2f})",
+                                verdict(ratio <= 1.0)))
     payload = {"benchmark": "peers_speed", "paper": "none", "command": command_line(), "quick": bool(args.quick),
                "seconds": time.perf_counter() - t0, "table": table, "claims": claims, "skipped": note,
                "settings": {k: getattr(args, k) for k in ("models", "latent", "epochs", "hidden", "data")},

@@ -41,10 +41,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_report  # noqa: E402
+from _common import RESULTS, claim, command_line, verdict, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ENCODER = (1024, 512, 128)
 BATCH = 256
 GRID = {
@@ -206,19 +204,18 @@ def claims(results: dict[str, Any]) -> list[dict[str, str]]:
     slow = last["joint_train_s_per_10k"] / base["joint_train_s_per_10k"]
     hours = ", ".join(f"{k} {v:.2f} h" for k, v in cells["atlas_epoch_hours"].items())
     return [
-        {"claim": "backed training memory stays flat as cells grow (peak within 1.25x from the smallest to the "
-                  "largest file)", "paper": paper,
-         "ours": f"peak RSS {first['peak_rss_mb']:,.0f} MB at {first['n_cells']:,} cells, "
-                 f"{last['peak_rss_mb']:,.0f} MB at {last['n_cells']:,} ({growth:.2f}x; "
-                 f"{cells['rss_bytes_per_cell']:.0f} bytes per extra cell) x {last['n_features']:,} features; "
-                 f"the same {base['n_cells']:,} cells in memory: {base['peak_rss_mb']:,.0f} MB",
-         "reproduced": "yes" if growth <= 1.25 else "no"},
-        {"claim": "training from the file keeps the in-memory speed (joint step within 1.5x per cell)",
-         "paper": paper,
-         "ours": f"joint step {last['joint_train_s_per_10k']:.1f} s per 10k cells at {last['n_cells']:,} cells "
-                 f"backed vs {base['joint_train_s_per_10k']:.1f} s in memory at {base['n_cells']:,} ({slow:.2f}x); "
-                 f"projected epoch on the 1.3M x 28k atlas on this CPU: {hours}",
-         "reproduced": "yes" if slow <= 1.5 else "no"},
+        claim("backed training memory stays flat as cells grow (peak within 1.25x from the smallest to the "
+              "largest file)", paper,
+              f"peak RSS {first['peak_rss_mb']:,.0f} MB at {first['n_cells']:,} cells, "
+              f"{last['peak_rss_mb']:,.0f} MB at {last['n_cells']:,} ({growth:.2f}x; "
+              f"{cells['rss_bytes_per_cell']:.0f} bytes per extra cell) x {last['n_features']:,} features; "
+              f"the same {base['n_cells']:,} cells in memory: {base['peak_rss_mb']:,.0f} MB",
+              verdict(growth <= 1.25)),
+        claim("training from the file keeps the in-memory speed (joint step within 1.5x per cell)", paper,
+              f"joint step {last['joint_train_s_per_10k']:.1f} s per 10k cells at {last['n_cells']:,} cells "
+              f"backed vs {base['joint_train_s_per_10k']:.1f} s in memory at {base['n_cells']:,} ({slow:.2f}x); "
+              f"projected epoch on the 1.3M x 28k atlas on this CPU: {hours}",
+              verdict(slow <= 1.5)),
     ]
 
 
@@ -264,7 +261,7 @@ def main() -> None:
         contract(old, quick=False, seconds=stages, command=".venv/bin/python benchmarks/scale.py",
                  note="wall time not recorded by that run: the sum of its preprocessing and feature-input "
                       "stages, a lower bound")
-        print(f"wrote {make_report.write_result(old, out_folder(args))}")
+        print(f"wrote {write_result(old, out_folder(args))}")
         return
 
     if args.data is None and args.quick:
@@ -329,8 +326,8 @@ def run_grids(args: argparse.Namespace) -> None:
             g["n_latent"][-1] - g["n_latent"][0])
         print(f"joint step: {per * 1e3:+.1f} ms per 10k cells for every embedding dimension")
         results["latent"] = {"backed": runs, "joint_s_per_10k_cells_per_dim": per}
-    contract(results, quick=args.quick, seconds=time.perf_counter() - t_start, command=make_report.command_line())
-    print(f"\nwrote {make_report.write_result(results, out_folder(args))}")
+    contract(results, quick=args.quick, seconds=time.perf_counter() - t_start, command=command_line())
+    print(f"\nwrote {write_result(results, out_folder(args))}")
 
 if __name__ == "__main__":
     main()

@@ -23,15 +23,13 @@ reconstruction error (bottom).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import add_arguments, claim, command_line, fill_defaults, out_dir, save_figure, verdict, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_report import add_arguments, command_line, out_dir, save_figure, write_result  # noqa: E402
-from sivae.modes import TRAINING_MODES  # noqa: E402  (sivae's training modes)
+from sivae.modes import TRAINING_MODES
 
 GAMMAS = (0.05, 0.0)
 _DATA: dict[tuple[int, int], Any] = {}
@@ -40,7 +38,7 @@ RECON_ERROR = "reconstruction_error"  # var column of this script's figure only:
 
 def fit(n_cells: int, gamma: float, k_latent: int, seed: int, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     import sivae
-    from sivae._constants import KEYS
+    from sivae import KEYS
     from sivae.tl import hubs_in_top, isolated_norm_ratio, loading_silhouette
 
     if (n_cells, seed) not in _DATA:  # the network's covariance takes seconds to build: once per seed
@@ -85,9 +83,8 @@ def claims(table: list[dict[str, Any]]) -> list[dict[str, str]]:
     by = {(r["gamma"], r["K"]): r for r in table}
     out = []
 
-    def add(claim: str, paper: str, key: tuple[float, int], ours: str, ok: bool | None, partly: bool = False) -> None:
-        verdict = "not tested" if ok is None else ("yes" if ok else ("partly" if partly else "no"))
-        out.append({"claim": claim, "paper": paper, "ours": ours if key in by else "not run", "reproduced": verdict})
+    def add(text: str, paper: str, key: tuple[float, int], ours: str, ok: bool | None, partly: bool = False) -> None:
+        out.append(claim(text, paper, ours if key in by else "not run", verdict(ok, partly)))
 
     for k_latent in sorted({r["K"] for r in table}):
         on, off = by.get((0.05, k_latent)), by.get((0.0, k_latent))
@@ -120,7 +117,7 @@ def figure(fits: dict[float, Any], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     import sivae
-    from sivae._constants import KEYS
+    from sivae import KEYS
 
     fig = Figure(figsize=(5.2 * len(fits), 9.0))
     for i, (gamma, adata) in enumerate(fits.items()):
@@ -146,12 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretraining", choices=tuple(TRAINING_MODES), default="finetune",
                         help="siVAE's training procedure (default finetune, as shipped)")
     args = parser.parse_args(argv)
-    defaults = ({"cells": 1000, "latent": [2], "seeds": 1, "epochs": 4, "pretrain_epochs": 2, "hidden": [64, 32]}
-                if args.quick else
-                {"cells": 5000, "latent": [2, 8], "seeds": 3, "epochs": 100, "pretrain_epochs": None, "hidden": [512, 128]})
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, quick={"cells": 1000, "latent": [2], "seeds": 1, "epochs": 4, "pretrain_epochs": 2,
+                               "hidden": [64, 32]},
+                  full={"cells": 5000, "latent": [2, 8], "seeds": 3, "epochs": 100, "pretrain_epochs": None,
+                        "hidden": [512, 128]})
     folder = out_dir(args)
     t0 = time.perf_counter()
     rows, pictures = [], {}

@@ -26,28 +26,23 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 
 import sivae
 from sivae.data.loaders import CellMatrix
+from sivae.train import TrainConfig, Trainer, TrainingData, default_feature_batch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_report  # noqa: E402
-from sivae.train import TrainConfig, Trainer, TrainingData
+from _common import RESULTS, as_anndata, claim, command_line, synthetic, verdict, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ENCODER = (1024, 512, 128)
 DECODER = (128, 512, 1024)
 N_LATENT = 20
@@ -77,40 +72,6 @@ def matmul_rates(seconds: float) -> dict[str, float]:
 
 def fmt_rates(rates: dict[str, float]) -> str:
     return ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
-
-
-# -- the data -------------------------------------------------------------------------------------
-def synthetic(n_cells: int, n_features: int, *, rank: int = 10, noise: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Cells x features float32, z-scored per feature: X = U V^T + noise with rank(U V^T) = ``rank``.
-
-    Built a block of cells at a time in float32, so no float64 copy of the matrix ever exists.
-    """
-    rng = np.random.default_rng(seed)
-    V = rng.standard_normal((n_features, rank), dtype=np.float32)  # planted loadings
-    X = np.empty((n_cells, n_features), dtype=np.float32)
-    total = np.zeros(n_features)
-    total_sq = np.zeros(n_features)
-    step = max(1, (1 << 24) // n_features)
-    for s in range(0, n_cells, step):
-        U = rng.standard_normal((min(step, n_cells - s), rank), dtype=np.float32)  # planted scores
-        block = X[s : s + len(U)]
-        np.matmul(U, V.T, out=block)
-        block += noise * rng.standard_normal(block.shape, dtype=np.float32)
-        total += block.sum(0, dtype=np.float64)
-        total_sq += np.square(block).sum(0, dtype=np.float64)
-    mean = total / n_cells
-    std = np.sqrt(np.maximum(total_sq / n_cells - mean**2, 1e-12))
-    mean, scale = mean.astype(np.float32), (1.0 / std).astype(np.float32)
-    for s in range(0, n_cells, step):
-        X[s : s + step] -= mean
-        X[s : s + step] *= scale
-    return X
-
-
-def as_anndata(X: np.ndarray) -> AnnData:
-    obs = pd.DataFrame(index=[f"cell{i}" for i in range(X.shape[0])])
-    var = pd.DataFrame(index=[f"gene{j}" for j in range(X.shape[1])])
-    return AnnData(X=X, obs=obs, var=var)
 
 
 # -- FLOPs of one training step -------------------------------------------------------------------
@@ -154,8 +115,6 @@ class Run:
         c = model.config
         cells = CellMatrix(model.adata.X)  # dense float32: shared with adata, not copied
         subset = np.sort(np.random.default_rng(seed).choice(model.train_idx, n_steps * BATCH, replace=False))
-        from sivae.train import default_feature_batch  # here: run_cost.py imports this file's data helpers under older code
-
         block = c.feature_batch_size or default_feature_batch(
             model.adata.n_vars, c.batch_size, feature_path=model.feature_x is not None)
         config = TrainConfig(batch_size=c.batch_size, feature_batch_size=block,
@@ -257,13 +216,6 @@ def fmt_load(load: tuple[float, ...]) -> str:
     return ", ".join(f"{x:.1f}" for x in load)
 
 
-def write_json(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 FLAT = ("dataset", "n_cells", "n_features", "model", "phase", "features_per_step", "default_block",
         "seconds_per_epoch", "median_seconds_per_epoch", "eval_seconds", "cells_per_second", "ratio_to_vae",
         "gflop_per_step", "achieved_gflops", "fraction_of_peak")
@@ -278,10 +230,9 @@ def claims(rows: list[dict]) -> list[dict]:
     si = [r for r in rows if r["model"] == "siVAE" and r["default_block"]]
     ours = "; ".join(f"{r['dataset']}: {r['ratio_to_vae']:.2f}" for r in si)
     ok = all(r["ratio_to_vae"] <= 1.2 for r in si)
-    return [{"claim": "a siVAE training epoch (joint step) costs about a VAE epoch (DESIGN.md Scale: <= 1.2)",
-             "paper": "comparable training time to a standard VAE",
-             "ours": f"siVAE/VAE seconds per epoch, default feature block: {ours}",
-             "reproduced": "yes" if ok else "no"}]
+    return [claim("a siVAE training epoch (joint step) costs about a VAE epoch (DESIGN.md Scale: <= 1.2)",
+                  "comparable training time to a standard VAE",
+                  f"siVAE/VAE seconds per epoch, default feature block: {ours}", verdict(ok))]
 
 
 def parse_args() -> argparse.Namespace:
@@ -344,7 +295,7 @@ def main() -> None:
           "the data set's VAE with the default feature block; %peak, %typ: achieved over the "
           "2048^3 and the 256x2000x1024 matmul rates.")
     payload = {
-        "benchmark": "train_speed", "paper": "none", "command": make_report.command_line(),
+        "benchmark": "train_speed", "paper": "none", "command": command_line(),
         "quick": args.quick, "seconds": time.perf_counter() - t_start,
         "table": flat_table(rows), "claims": claims(rows),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
@@ -356,7 +307,7 @@ def main() -> None:
                      "timed_passes": args.repeats, "quick": args.quick, "seed": args.seed},
         "rows": rows, "table_text": text, "total_seconds": time.perf_counter() - t_start,
     }
-    write_json(payload, args.out)
+    write_result(payload, args.out.parent, name=args.out.name)
     print(f"wrote {args.out} ({payload['total_seconds']:.0f} s in all)")
 
 

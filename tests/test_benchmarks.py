@@ -1,12 +1,13 @@
 """Every benchmark script runs with --quick and writes the JSON BENCHMARKS.md needs.
 
 Scripts are found by glob, so a new one is tested the moment it lands in benchmarks/. The contract
-(fields and types) is ``make_report.REQUIRED``, described in benchmarks/README.md; the only
+(fields and types) is ``_common.REQUIRED``, described in benchmarks/README.md; the only
 exceptions are declared in ``EXCEPTIONS`` below, each with the reason, printed when it applies.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
+import _common  # noqa: E402
 import make_report  # noqa: E402
 
 NOT_BENCHMARKS = {"make_report.py"}
@@ -44,7 +46,8 @@ def _run_quick(script: str, out: Path) -> tuple[dict, float]:
     seconds = time.perf_counter() - t0
     assert run.returncode == 0, f"{script} --quick failed (exit {run.returncode}):\n{run.stderr[-3000:]}"
     assert target.is_file(), f"{script} --quick wrote no {target.name} into --out; its stdout:\n{run.stdout[-1500:]}"
-    assert not list(out.glob("*.tmp")), f"{script} left a temporary file behind"
+    left = list(out.glob("*.tmp")) + list(out.glob(".*.sivae-*"))  # sivae._files' temporary names
+    assert not left, f"{script} left a temporary file behind: {left}"
     return json.loads(target.read_text()), seconds
 
 
@@ -57,7 +60,7 @@ def test_quick_run_writes_the_contracted_json(script: str, quick_out: Path) -> N
         pytest.skip(rule["skip"])
     payload, seconds = _run_quick(script, quick_out)
     print(f"{script} --quick: {seconds:.1f} s")
-    found = make_report.problems(payload, Path(script).stem)
+    found = _common.problems(payload, Path(script).stem)
     assert not found, f"{script}'s JSON breaks the contract in benchmarks/README.md: {found}"
     assert payload["quick"] is True
     assert "--quick" in payload["command"] and Path(script).name in payload["command"]
@@ -78,18 +81,18 @@ def test_scale_restates_its_measurements(tmp_path: Path) -> None:
     # the committed full-size measurements, stripped back to what the measuring code writes, get the
     # contract's fields from --restate without re-running them
     measured = json.loads((BENCH / "results" / "scale.json").read_text())
-    for field in [*make_report.REQUIRED, "seconds_note", "summary"]:
+    for field in [*_common.REQUIRED, "seconds_note", "summary"]:
         measured.pop(field, None)
     (tmp_path / "old.json").write_text(json.dumps(measured))
     run = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--restate", str(tmp_path / "old.json"),
                           "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     payload = json.loads((tmp_path / "out" / "scale.json").read_text())
-    assert make_report.problems(payload, "scale") == []
+    assert _common.problems(payload, "scale") == []
     runs = [measured["cells"]["base_in_memory"]] + [r for g in ("cells", "features", "latent")
                                                    for r in measured[g]["backed"]]
     assert [r["peak_rss_mb"] for r in payload["table"]] == [r["peak_rss_mb"] for r in runs]
-    assert {c["reproduced"] for c in payload["claims"]} <= set(make_report.VERDICTS) and len(payload["claims"]) == 2
+    assert {c["reproduced"] for c in payload["claims"]} <= set(_common.VERDICTS) and len(payload["claims"]) == 2
 
 
 def _payload(**changes: object) -> dict:
@@ -110,20 +113,52 @@ def _payload(**changes: object) -> dict:
     ({"claims": [{"claim": "c"}]}, "string fields"),
 ])
 def test_contract_check_names_each_break(changes: dict, message: str) -> None:
-    assert make_report.problems(_payload()) == []
-    found = make_report.problems(_payload(**changes))
+    assert _common.problems(_payload()) == []
+    found = _common.problems(_payload(**changes))
     assert any(message in p for p in found), found
     with pytest.raises(ValueError, match="breaks the contract"):
-        make_report.write_result(_payload(**changes), Path("/nonexistent"))
+        _common.write_result(_payload(**changes), Path("/nonexistent"))
 
 
 def test_report_states_each_claim_and_leaves_out_broken_json(tmp_path: Path) -> None:
     good = _payload(benchmark="good", claims=[{"claim": "siVAE beats LDVAE", "paper": "Fig. 2b",
                                                "ours": "0.91 vs 0.85", "reproduced": "yes"}])
-    make_report.write_result(good, tmp_path)
+    _common.write_result(good, tmp_path)
     (tmp_path / "broken.json").write_text(json.dumps({"benchmark": "broken"}))
     text = make_report.build_report(tmp_path)
     assert "| siVAE beats LDVAE | Fig. 2b | 0.91 vs 0.85 | **yes** |" in text
     assert "## good" in text and good["command"] in text
     assert "`broken.json`: field 'paper' is missing" in text
     assert "## broken" not in text
+
+
+def test_scripts_share_code_only_through_common() -> None:
+    # one home for shared code: a script that imported another (or edited sys.path to reach one)
+    # would run that script's module-level code and tie the two together
+    scripts = {p.stem for p in BENCH.glob("*.py")} - {"_common"}
+    for path in sorted(BENCH.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+        assert not imported & scripts, f"{path.name} imports another script: {sorted(imported & scripts)}"
+        edits_path = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "path"
+                      and isinstance(n.value, ast.Name) and n.value.id == "sys"]
+        assert not edits_path, f"{path.name} touches sys.path; import what it shares from _common"
+
+
+def test_claims_take_only_the_contract_verdicts() -> None:
+    assert _common.claim("c", "p", "o", _common.verdict(False, partly=True))["reproduced"] == "partly"
+    assert [_common.verdict(v) for v in (True, False, None)] == ["yes", "no", "not tested"]
+    with pytest.raises(ValueError, match="'reproduced' must be one of"):
+        _common.claim("c", "p", "o", "maybe")
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    good = _payload(benchmark="good")
+    path = _common.write_result(good, tmp_path)
+    assert json.loads(path.read_text()) == good
+    with pytest.raises(TypeError):  # a value JSON cannot hold: nothing replaces the file written before
+        _common.write_result({**good, "extra": object()}, tmp_path)
+    assert json.loads(path.read_text()) == good and [p.name for p in tmp_path.iterdir()] == ["good.json"]

@@ -8,13 +8,11 @@ start-up with one line instead of a traceback from inside an import.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("sivae")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0"
+# the one place the version is written: setuptools reads it when it builds (pyproject.toml), and
+# saved models record it, also from a source tree that was never installed
+__version__ = "0.1.0"
 
 from ._constants import KEYS
 from ._errors import InputError

@@ -27,7 +27,7 @@ _PBMC3K_FILE = "yomix/example/pbmc.h5ad"
 _PBMC3K_LABELS = "label"
 _PBMC3K_LINEAGE = "lineage"
 _PBMC3K_TOTALS = "total_counts"
-_YOMIX_HINT = "pip install --no-deps yomix (or pip install sivae[datasets])"
+_YOMIX_HINT = "pip install --no-deps yomix (or pip install \"sivae-torch[datasets]\")"
 
 
 def pbmc68k_reduced() -> AnnData:

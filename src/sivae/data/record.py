@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -216,7 +215,6 @@ def _numbers(values: Any) -> tuple[float, ...]:
 
 
 def _version() -> str:
-    try:
-        return metadata.version("sivae")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"
+    from .. import __version__  # not the distribution's metadata: it is named sivae-torch
+
+    return __version__
