@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from ._constants import FILES
 from ._errors import InputError
 from ._files import atomic_folder, check_destination
+from ._inputs import check_input_file
 from .data.record import Preprocessing
 
 # a folder holding these, and no entry but the files a model folder has, is ours to replace
@@ -75,8 +76,11 @@ def read_model_folder(path: str | os.PathLike[str]) -> ModelFolder:
         raise InputError(f"model folder {str(path)!r} does not exist; train one with "
                          "`sivae fit IN -o OUT.h5ad --model-dir DIR` or model.save(DIR)")
     config_path, weights_path = path / FILES.CONFIG, path / FILES.WEIGHTS
-    if not config_path.is_file() or not weights_path.is_file():
+    if not config_path.exists() or not weights_path.exists():
         raise InputError(f"{path} is not a saved sivae model (it needs {FILES.CONFIG} and {FILES.WEIGHTS})")
+    for name in (FILES.CONFIG, FILES.WEIGHTS, FILES.PREPROCESS):  # a named pipe would block the read
+        if os.path.lexists(path / name):
+            check_input_file(path / name, what="model file")
     try:
         meta = json.loads(config_path.read_text())
         if not isinstance(meta, dict) or not all(k in meta for k in ("model", "config", "feature_names")):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sivae._errors import InputError
 from sivae._files import check_destination
+from sivae._inputs import check_input_file
 
 
 def _positive_int(text: str) -> int:
@@ -59,9 +60,7 @@ def _check_output(path: str | os.PathLike[str], *, force: bool, what: str, folde
 
 
 def _check_input(path: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"input {path!r} does not exist; check the path")
-    return p
+    # a regular file or a (10x) folder: a named pipe or device would block the command
+    return check_input_file(path, what="input", folder=True)
 
 
