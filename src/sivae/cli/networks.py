@@ -5,12 +5,16 @@ h5ad, and a gene network inferred from cells (CLR, MRNET, ARACNE, GRNBoost2) as 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sivae._constants import KEYS
 from sivae._files import atomic_file
+from sivae._text import field
 
 from ._args import _check_input, _check_output, _positive_int
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def add_parsers(sub: Any) -> None:
@@ -59,9 +63,7 @@ def run_hubs(args: argparse.Namespace) -> int:
     from sivae.tl import hubs
 
     ranked = hubs(_read(args.input), n=args.top, key=args.key)
-    print(f"rank\tgene\t{args.key}")
-    for rank, (gene, value) in enumerate(ranked.items(), start=1):
-        print(f"{rank}\t{gene}\t{value:.4f}")
+    _print_table(("rank", "gene", args.key), ranked)
     return 0
 
 
@@ -70,10 +72,15 @@ def run_neighbors(args: argparse.Namespace) -> int:
     from sivae.tl import neighbors
 
     near = neighbors(_read(args.input), gene=args.gene, k=args.k, key=args.key)
-    print("rank\tgene\tdistance")
-    for rank, (gene, value) in enumerate(near.items(), start=1):
-        print(f"{rank}\t{gene}\t{value:.4f}")
+    _print_table(("rank", "gene", "distance"), near)
     return 0
+
+
+def _print_table(header: tuple[str, str, str], ranked: pd.Series) -> None:
+    # tab-separated, one gene a line: names holding a tab or newline are escaped (sivae._text)
+    lines = ["\t".join(map(field, header))]
+    lines += [f"{rank}\t{field(gene)}\t{value:.4f}" for rank, (gene, value) in enumerate(ranked.items(), start=1)]
+    print("\n".join(lines))
 
 
 def run_grn(args: argparse.Namespace) -> int:
@@ -87,5 +94,5 @@ def run_grn(args: argparse.Namespace) -> int:
     edges = edge_list(weights, directed=args.method == "grnboost2", top=args.top)
     with atomic_file(out, overwrite=args.force) as tmp:
         edges.to_csv(tmp, index=False)
-    print(f"wrote {out}: {len(edges):,} {args.method} edges between {weights.shape[0]:,} genes")
+    print(f"wrote {field(out)}: {len(edges):,} {args.method} edges between {weights.shape[0]:,} genes")
     return 0
