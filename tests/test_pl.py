@@ -138,3 +138,56 @@ def test_centrality_needs_training(adata):
     del adata.var[KEYS.CENTRALITY]
     with pytest.raises(InputError, match=r"run model.train\(\) first"):
         plot.centrality(adata)
+
+
+# -- issue 25, item 18: names matplotlib would read as mathtext are drawn as written --------------
+FORMULAS = [r"$\frac$", "$x$", r"a$b$c\$"]
+
+
+@pytest.fixture
+def formula_names(adata) -> AnnData:
+    adata.var_names = FORMULAS + list(adata.var_names[len(FORMULAS):])
+    adata.obs["cell_type"] = pd.Categorical(np.resize(FORMULAS, adata.n_obs))
+    adata.var["community"] = pd.Categorical(np.resize(FORMULAS, adata.n_vars))
+    return adata
+
+
+def _drawn_texts(fig: Figure) -> dict[str, bool]:
+    # every text of the drawn figure -> whether matplotlib would parse it as mathtext
+    FigureCanvasAgg(fig).draw()
+    from matplotlib.text import Text
+    return {t.get_text(): t.get_parse_math() for t in fig.findobj(Text) if t.get_text()}
+
+
+@pytest.mark.parametrize("call", [
+    lambda a: plot.cell_embedding(a, color="cell_type"),
+    lambda a: plot.cell_embedding(a, color=r"$\frac$"),
+    lambda a: plot.feature_embedding(a, highlight=FORMULAS),
+    lambda a: plot.feature_embedding(a, color="community", highlight="$x$"),
+    lambda a: plot.centrality(a, highlight=FORMULAS),
+], ids=["cell-legend", "cell-gene-colour", "feature-highlight", "feature-legend", "centrality"])
+def test_names_that_look_like_formulas_are_drawn_as_written(formula_names, call):
+    texts = _drawn_texts(call(formula_names))
+    shown = [t for t in texts if any(f in t for f in FORMULAS)]
+    assert shown and all(texts[t] is False for t in shown)  # drawn, as plain text
+
+
+def test_given_axes_keep_formula_titles_plain(formula_names):
+    fig = Figure()
+    ax = fig.add_subplot()
+    plot.cell_embedding(formula_names, color=r"$\frac$", ax=ax)
+    assert ax.title.get_parse_math() is False and r"$\frac$" in ax.title.get_text()
+    FigureCanvasAgg(fig).draw()
+
+
+def test_interpretation_and_network_plots_draw_formula_names():
+    rng = np.random.default_rng(0)
+    square = pd.DataFrame(np.eye(3), index=FORMULAS, columns=FORMULAS)
+    table = pd.DataFrame({"a": [FORMULAS[0], FORMULAS[0], FORMULAS[1]], "b": [FORMULAS[1], FORMULAS[2], FORMULAS[2]],
+                          "median": [0.1, 0.5, 0.9]})
+    truth = pd.Series(rng.random(5), index=[*FORMULAS, "g3", "g4"])
+    for fig in (plot.agreement(table), plot.overlap(square, title=FORMULAS[0]),
+                plot.centrality_truth({FORMULAS[0]: truth}, truth), plot.cumulative_truth({FORMULAS[1]: truth}, truth),
+                plot.neighborhood_pve(pd.DataFrame(rng.random((4, 3)), columns=FORMULAS))):
+        texts = _drawn_texts(fig)
+        assert any(f in t for t in texts for f in FORMULAS)

@@ -191,3 +191,14 @@ def test_parameters_of_a_2000_gene_model_folder_stay_a_short_table(fitted, tmp_p
     assert '"features": 2000' in section.replace("&quot;", '"') and "gene1999" not in section
     with pytest.raises(InputError, match="is not a saved sivae model"):
         build_report(adata, model_dir=tmp_path, n_hubs=5)
+
+
+def test_cli_draws_category_and_step_names_that_look_like_formulas(fitted, tmp_path, capsys):
+    # issue 25, item 18: matplotlib read these as mathtext, and `report --color` failed with a traceback
+    adata, _ = fitted
+    hostile = adata.copy()
+    hostile.obs[r"$\frac$"] = pd.Categorical(np.where(np.arange(hostile.n_obs) % 2, r"$\frac$", "$x$"))
+    hostile.write_h5ad(tmp_path / "out.h5ad")
+    args = ["report", str(tmp_path / "out.h5ad"), "-o", str(tmp_path / "r.html"), "--color", r"$\frac$"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert (tmp_path / "r.html").stat().st_size > 0

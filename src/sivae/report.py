@@ -28,6 +28,7 @@ from . import pl
 from ._constants import KEYS
 from ._errors import InputError
 from ._files import atomic_file, check_destination
+from .pl._plain import plain_text
 from .saving import read_model_folder
 
 __all__ = ["build_report", "write_report"]
@@ -86,6 +87,7 @@ def _default_color(adata: AnnData) -> str:
     return KEYS.SPLIT
 
 
+@plain_text  # step names come from the file: drawn as written, never as mathtext
 def _training_curves(losses: dict[str, Any]) -> Figure:
     """One panel per training step: training total loss and held-out loss against the epoch."""
     phase = np.asarray(losses["phase"]).astype(str)

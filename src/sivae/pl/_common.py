@@ -11,6 +11,8 @@ from matplotlib.figure import Figure
 from sivae._errors import InputError
 from sivae._files import atomic_file, check_destination
 
+from ._plain import plain_axes
+
 _FORMATS = ("png", "svg", "pdf")
 
 
@@ -18,6 +20,7 @@ def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is None:
         fig = Figure(figsize=size, layout="constrained")
         return fig, fig.add_subplot()
+    plain_axes(ax)  # its title and labels were made before: names set on them are drawn as written
     fig = ax.get_figure()
     while not isinstance(fig, Figure):  # a SubFigure: save its root figure
         fig = fig.get_figure()

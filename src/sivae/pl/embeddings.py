@@ -25,6 +25,7 @@ from sivae._constants import KEYS
 from sivae._errors import InputError
 
 from ._common import _figure, _finish, _maybe_save
+from ._plain import plain_text
 
 _DEFAULT_HUBS = 10  # features marked when highlight is None and a centrality column exists
 _MAX_LABELS = 30  # beyond this many highlighted features, mark them without text labels
@@ -36,6 +37,7 @@ _HUB_STYLE = {"marker": "*", "s": 160, "edgecolors": "black", "linewidths": 0.8,
 Highlight = int | str | Sequence[str] | None
 
 
+@plain_text
 def cell_embedding(
     adata: AnnData,
     *,
@@ -84,6 +86,7 @@ def cell_embedding(
     return _maybe_save(fig, path)
 
 
+@plain_text
 def feature_embedding(
     adata: AnnData,
     *,
@@ -138,6 +141,7 @@ def feature_embedding(
     return _maybe_save(fig, path)
 
 
+@plain_text
 def centrality(
     adata: AnnData,
     *,

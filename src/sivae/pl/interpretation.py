@@ -20,10 +20,12 @@ from sivae._errors import InputError
 from sivae.tl.agreement import agreement_matrix
 
 from ._common import _figure, _maybe_save
+from ._plain import plain_text
 
 _TRAILING_INT = re.compile(r"(\d+)$")
 
 
+@plain_text
 def agreement(
     table: pd.DataFrame,
     *,
@@ -85,6 +87,7 @@ def _pixel_index(adata: AnnData, n_pixels: int, pixel_key: str | None) -> np.nda
     return index
 
 
+@plain_text
 def loadings_image(
     adata: AnnData,
     *,

@@ -20,6 +20,7 @@ from scipy.stats import spearmanr
 from sivae._errors import InputError
 
 from ._common import _finish, _maybe_save
+from ._plain import plain_text
 
 Path_ = str | os.PathLike[str] | None
 
@@ -44,6 +45,7 @@ def _paired(centralities: Mapping[str, Any], truth: Any) -> tuple[pd.Series, dic
     return truth, methods
 
 
+@plain_text
 def centrality_truth(centralities: Mapping[str, Any], truth: Any, *, path: Path_ = None) -> Figure:
     """Each method's centrality against the ground truth, one panel per method (Fig. 5a).
 
@@ -76,6 +78,7 @@ def centrality_truth(centralities: Mapping[str, Any], truth: Any, *, path: Path_
     return _maybe_save(fig, path)
 
 
+@plain_text
 def cumulative_truth(centralities: Mapping[str, Any], truth: Any, *, n: int = 50, path: Path_ = None) -> Figure:
     """Cumulative ground-truth centrality of each method's top ``n`` predicted hubs (Fig. 5b)."""
     truth, methods = _paired(centralities, truth)
@@ -93,6 +96,7 @@ def cumulative_truth(centralities: Mapping[str, Any], truth: Any, *, n: int = 50
     return _maybe_save(fig, path)
 
 
+@plain_text
 def neighborhood_pve(result: Any, *, path: Path_ = None) -> Figure:
     """Mean held-out PVE of each method's neighbour sets, with one s.d. (Fig. 5c).
 
@@ -111,6 +115,7 @@ def neighborhood_pve(result: Any, *, path: Path_ = None) -> Figure:
     return _maybe_save(fig, path)
 
 
+@plain_text
 def overlap(matrix: Any, *, title: str = "Jaccard index", path: Path_ = None) -> Figure:
     """A methods x methods heatmap with its values written in (Fig. 5d, 5e).
 
