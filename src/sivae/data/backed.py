@@ -27,6 +27,8 @@ except ImportError:  # pragma: no cover
 
 from .._constants import KEYS
 from .._errors import InputError
+from .._inputs import check_input_file
+from .structure import check_compressed, check_dtype
 from .transform import RowTransform
 
 __all__ = ["BackedCellMatrix", "backed_matrix", "is_backed", "read_backed", "training_matrix"]
@@ -83,8 +85,12 @@ class BackedCellMatrix:
         try:
             self.stored_shape = _check_csr(group, self.path, self.key)
             _check_annotations(self._handle(), self.path, self.key, self.stored_shape)
+            where = f"{self.key} of {str(self.path)!r}"
+            check_dtype(group["data"].dtype, where)
+            # the column indices are checked batch by batch as they are read (_read_rows)
+            check_compressed(group["indptr"], group["indices"], group["data"].shape[0], self.stored_shape,
+                             "csr", where, scan_indices=False)
             self._indptr = np.asarray(group["indptr"][:], dtype=np.int64)  # (C + 1,)
-            _check_indptr(self._indptr, group, self.path, self.key)
             if transform is not None:
                 transform.check(*self.stored_shape)
         except BaseException:
@@ -198,7 +204,10 @@ class BackedCellMatrix:
         spans = _runs(starts, stops)
         data = _read_spans(group["data"], spans, int(indptr[-1]), np.float32)
         indices = _read_spans(group["indices"], spans, int(indptr[-1]), np.int64)
-        return sp.csr_matrix((data, indices, indptr), shape=(len(wanted), self.stored_shape[1]))
+        shape = (len(wanted), self.stored_shape[1])
+        # a column index past the last column would make scipy write outside the batch's arrays
+        check_compressed(indptr, indices, len(data), shape, "csr", f"{self.key} of {str(self.path)!r}")
+        return sp.csr_matrix((data, indices, indptr), shape=shape)
 
 
 def read_backed(path: str | os.PathLike[str], *, layer: str | None = None) -> AnnData:
@@ -311,10 +320,7 @@ def _read_spans(
 
 # -- checks ---------------------------------------------------------------------------------------
 def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise InputError(f"{str(path)!r} does not exist; check the path")
-    if path.is_dir():
-        raise InputError(f"{str(path)!r} is a folder; backed input must be one .h5ad file")
+    check_input_file(path, what="backed input")
     try:
         return h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
     except OSError as err:
@@ -373,17 +379,3 @@ def _check_annotations(f: h5py.File, path: Path, key: str, shape: tuple[int, int
         if n != shape[axis]:
             raise InputError(f"{key} of {str(path)!r} is {shape[0]} x {shape[1]} but {name} has "
                              f"{n} entries; the file is inconsistent, so write it again")
-
-
-def _check_indptr(indptr: np.ndarray, group: h5py.Group, path: Path, key: str) -> None:
-    n_rows = indptr.shape[0] - 1
-    shape = tuple(group.attrs.get("shape", group.attrs.get("h5sparse_shape")))
-    nnz = group["data"].shape[0]
-    if n_rows != shape[0] or group["indices"].shape[0] != nnz or indptr[-1] != nnz or (
-        n_rows and (indptr[0] != 0 or np.any(np.diff(indptr) < 0))
-    ):
-        raise InputError(
-            f"{key} of {str(path)!r} does not match its shape {shape[0]} x {shape[1]} "
-            f"({n_rows + 1} row pointers ending at {int(indptr[-1])}, {nnz} values); "
-            "the file is truncated or corrupt, so write it again"
-        )

@@ -1,8 +1,10 @@
 """Read a cells x features matrix from any common single-cell format, and write h5ad safely.
 
 `read` only reads: it dispatches on the file's format to the library that owns it (anndata,
-scanpy) and turns any failure into one `InputError` sentence. Checks on the content (NaN,
-duplicate names, ...) live in `sivae.data.validate` and run later.
+scanpy) and turns any failure into one `InputError` sentence. Before that library builds a
+sparse matrix from an HDF5 file's arrays, their structure is checked (a corrupt one would corrupt
+memory inside scipy), and what it returns is checked again (`validate.check_anndata_matrices`).
+Checks on the values (NaN, duplicate names, ...) live in `sivae.data.validate` and run later.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from pathlib import Path
 
 import anndata
 import h5py
+import numpy as np
 import pandas as pd
 import scanpy as sc
+import scipy.sparse as sp
 from anndata import AnnData
 
 try:  # anndata >= 0.11 keeps its readers in anndata.io
@@ -24,6 +28,9 @@ except ImportError:  # pragma: no cover
 
 from .._errors import InputError
 from .._files import atomic_file, check_destination, locked
+from .._inputs import check_input_file
+from .structure import check_compressed, scipy_index_dtypes
+from .validate import check_anndata_matrices
 
 __all__ = ["SUPPORTED_FORMATS", "read", "write_h5ad"]
 
@@ -63,7 +70,41 @@ def _read_tsv(path: Path) -> AnnData:
 
 
 def _read_10x_h5(path: Path) -> AnnData:
+    _check_stored_matrices(path)
     return sc.read_10x_h5(path)
+
+
+def _read_h5ad(path: Path) -> AnnData:
+    _check_stored_matrices(path)
+    return _adio.read_h5ad(path)
+
+
+def _check_stored_matrices(path: Path) -> None:
+    # every sparse matrix of an HDF5 file (an h5ad's X, layers, raw, obsp, ...; a 10x .h5's
+    # matrix), checked on its stored arrays before anndata or scanpy builds one from them
+    with h5py.File(path, "r") as f:
+        found: list[tuple[str, str, tuple[int, int]]] = []
+        f.visititems(lambda name, obj: found.append((name, *layout)) if (layout := _sparse_layout(obj)) else None)
+        for name, fmt, shape in found:
+            g = f[name]
+            check_compressed(g["indptr"], g["indices"], g["data"].shape[0], shape, fmt,
+                             f"{name} of {str(path)!r}")
+
+
+def _sparse_layout(obj: h5py.Group | h5py.Dataset) -> tuple[str, tuple[int, int]] | None:
+    # (format, shape) of a group holding a CSR or CSC matrix, in anndata's, h5sparse's or 10x's layout
+    if not isinstance(obj, h5py.Group) or not all(isinstance(obj.get(k), h5py.Dataset)
+                                                  for k in ("data", "indices", "indptr")):
+        return None
+    encoding = obj.attrs.get("encoding-type", obj.attrs.get("h5sparse_format", b""))
+    encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
+    fmt = {"csr_matrix": "csr", "csc_matrix": "csc", "csr": "csr", "csc": "csc"}.get(encoding)
+    shape = obj.attrs.get("shape", obj.attrs.get("h5sparse_shape"))
+    if fmt is None and isinstance(obj.get("shape"), h5py.Dataset):  # 10x: features x barcodes, CSC
+        fmt, shape = "csc", obj["shape"][()]
+    if fmt is None or shape is None or np.ndim(shape) != 1 or len(shape) != 2:
+        return None
+    return fmt, (int(shape[0]), int(shape[1]))
 
 
 def _read_loom(path: Path) -> AnnData:
@@ -79,7 +120,7 @@ def _read_loom(path: Path) -> AnnData:
 
 # suffix (lower case) -> (format name for messages, reader)
 _READERS: dict[str, tuple[str, Callable[[Path], AnnData]]] = {
-    ".h5ad": ("h5ad", _adio.read_h5ad),
+    ".h5ad": ("h5ad", _read_h5ad),
     ".h5": ("10x HDF5", _read_10x_h5),
     ".csv": ("CSV", _read_csv),
     ".csv.gz": ("CSV", _read_csv),
@@ -112,18 +153,22 @@ def read(path: str | os.PathLike) -> AnnData:
     Raises
     ------
     InputError
-        If the path does not exist, its format is not one of the supported ones, or the file
-        cannot be parsed (truncated or corrupt).
+        If the path does not exist or is not a regular file (a named pipe, a device, ...), its
+        format is not one of the supported ones, the file cannot be parsed (truncated or
+        corrupt), a sparse matrix in it is corrupt, or ``X`` holds values that are not real
+        numbers (text, complex).
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{str(p)!r} does not exist; check the path")
+    p = check_input_file(path, folder=True)
     if p.is_dir():
         fmt, reader = "10x mtx folder", _read_10x_mtx_dir
     else:
         fmt, reader = _reader_for(p)
     try:
-        return reader(p)
+        adata = reader(p)
+        for matrix in _sparse_matrices(adata):
+            scipy_index_dtypes(matrix)
+        check_anndata_matrices(adata)
+        return adata
     except InputError:
         raise
     except MemoryError:
@@ -133,6 +178,15 @@ def read(path: str | os.PathLike) -> AnnData:
             f"could not read {str(p)!r} as {fmt} ({type(err).__name__}: {_first_line(err)}); "
             "the file may be truncated or corrupt, so re-export or re-download it"
         ) from err
+
+
+def _sparse_matrices(adata: AnnData) -> list:
+    # every sparse matrix anndata read: X, layers, raw, obsm, varm, obsp, varp
+    found = [adata.X, *adata.layers.values(), *(m for a in ("obsm", "varm", "obsp", "varp")
+                                                for m in getattr(adata, a).values())]
+    if adata.raw is not None:
+        found.append(adata.raw.X)
+    return [m for m in found if sp.issparse(m)]
 
 
 def _reader_for(p: Path) -> tuple[str, Callable[[Path], AnnData]]:
@@ -152,26 +206,28 @@ def _read_10x_mtx_dir(p: Path) -> AnnData:
     # we only check that one complete layout is there, to name what is missing.
     legacy = ("matrix.mtx", "genes.tsv", "barcodes.tsv")
     v3 = ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz")
-    if (p / "genes.tsv").is_file():
+    if (p / "genes.tsv").exists():
         needed = legacy
-    elif (p / "features.tsv").is_file():
+    elif (p / "features.tsv").exists():
         raise InputError(
             f"10x mtx folder {str(p)!r} holds an uncompressed features.tsv, which scanpy reads "
             "only gzipped; gzip matrix.mtx, features.tsv and barcodes.tsv and read it again"
         )
-    elif (p / "features.tsv.gz").is_file() or (p / "matrix.mtx.gz").is_file():
+    elif (p / "features.tsv.gz").exists() or (p / "matrix.mtx.gz").exists():
         needed = v3
     else:
         raise InputError(
             f"{str(p)!r} is a folder but not a 10x mtx folder (no genes.tsv, features.tsv.gz or "
             "matrix.mtx.gz in it); point to a file or to the folder holding the 10x files"
         )
-    missing = [f for f in needed if not (p / f).is_file()]
+    missing = [f for f in needed if not os.path.lexists(p / f)]
     if missing:
         raise InputError(
             f"10x mtx folder {str(p)!r} lacks {', '.join(missing)}; "
             f"a complete folder holds {', '.join(needed)}"
         )
+    for name in needed:
+        check_input_file(p / name, what="10x file")
     # make_unique=False: duplicate gene symbols are for validation to refuse, not to hide
     return sc.read_10x_mtx(p, make_unique=False)
 

@@ -178,6 +178,7 @@ def cells_on_features(adata: AnnData, feature_names: np.ndarray) -> CellMatrix |
             f"(e.g. {', '.join(missing[:3])}); embed data measured on the same features"
         )
     validate.check_unique_names(adata)
+    validate.check_anndata_matrices(adata)  # before the subset below, which touches every matrix
     X = adata[:, feature_names].X
     validate.check_finite(X, "adata.X")
     return CellMatrix(X)

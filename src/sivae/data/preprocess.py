@@ -21,6 +21,7 @@ from .backed import is_backed
 from .record import PreprocessRecord, kept_features, scaled_record, subset_features
 from .streaming import preprocess_backed, scale_backed
 from .validate import (
+    check_anndata_matrices,
     check_counts,
     check_finite,
     check_not_empty,
@@ -114,6 +115,7 @@ def preprocess(
         return adata if copy else None
     check_not_empty(adata)
     check_unique_names(adata)
+    check_anndata_matrices(adata)  # before subset_features, which touches every matrix
     check_finite(adata.X, "adata.X")
     check_counts(adata.X, "adata.X", hint=_COUNTS_HINT)
     n_features_in = adata.n_vars

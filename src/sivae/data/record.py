@@ -23,7 +23,7 @@ from anndata import AnnData
 from .._constants import KEYS
 from .._errors import InputError
 from .transform import RowTransform
-from .validate import check_counts, check_finite, check_unique_names
+from .validate import check_anndata_matrices, check_counts, check_finite, check_unique_names
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,7 @@ class Preprocessing:
         if not isinstance(adata, AnnData):
             raise InputError(f"expected an AnnData of new cells, got {type(adata).__name__}")
         check_unique_names(adata)
+        check_anndata_matrices(adata)  # before any subset, which touches every matrix
         names = np.asarray(adata.var_names, dtype=str)
         columns = adata.var_names.get_indexer(list(self.features))
         if np.any(columns < 0):

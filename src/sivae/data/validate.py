@@ -17,14 +17,18 @@ from anndata import AnnData
 
 from .._constants import KEYS
 from .._errors import InputError
+from .structure import check_dtype, check_structure
 
 _COUNTS = KEYS.COUNTS
 
 __all__ = [
     "MIN_HOLDOUT_CELLS",
     "MIN_TRAIN_CELLS",
+    "check_anndata_matrices",
+    "check_compressed",
     "check_counts",
     "check_finite",
+    "check_matrix",
     "check_not_empty",
     "check_size",
     "check_unique_names",
@@ -66,6 +70,49 @@ def _value_blocks(X: Any) -> Iterator[np.ndarray]:
         yield _canonical(block).data if sp.issparse(block) else np.asarray(block)
 
 
+def check_matrix(X: Any, where: str) -> None:
+    """Refuse a matrix that no library may touch: values that are not real numbers, or a sparse
+    matrix whose stored structure is inconsistent (see `sivae.data.structure`).
+
+    Every path that reads a matrix calls this first (`sivae.read`, backed files, the checks of
+    training, embedding and preprocessing). It costs one vectorised pass over a sparse matrix's
+    indices and nothing for a dense one.
+
+    Parameters
+    ----------
+    X
+        Dense array, scipy sparse matrix or array, h5py dataset or anndata backed dataset.
+    where
+        How to name the matrix in the message, e.g. ``"adata.X"``.
+
+    Raises
+    ------
+    InputError
+        Naming the problem, in one sentence.
+    """
+    if X is None:
+        return
+    if not hasattr(X, "dtype"):
+        X = np.asarray(X)
+    check_dtype(X.dtype, where)
+    check_structure(X, where)
+
+
+def check_anndata_matrices(adata: AnnData) -> None:
+    """`check_matrix` on ``adata.X``, and the structure of every other sparse matrix anndata may
+    subset (``layers``, ``raw.X``, ``obsm``, ``varm``, ``obsp``, ``varp``): any ``adata[...]``
+    touches them all."""
+    check_matrix(adata.X, "adata.X")
+    # the others are checked for structure only: a layer of text harms nothing until it is used
+    for name, layer in adata.layers.items():
+        check_structure(layer, f"adata.layers[{name!r}]")
+    if adata.raw is not None:
+        check_structure(adata.raw.X, "adata.raw.X")
+    for attr in ("obsm", "varm", "obsp", "varp"):
+        for name, value in getattr(adata, attr).items():
+            check_structure(value, f"adata.{attr}[{name!r}]")
+
+
 def _is_integer_dtype(X: Any) -> bool:
     return np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.bool_)
 
@@ -89,6 +136,7 @@ def check_finite(X: Any, where: str) -> None:
     InputError
         Naming how many NaN and how many Inf values there are.
     """
+    check_matrix(X, where)
     if _is_integer_dtype(X):
         return
     n_nan = n_inf = n_huge = 0
@@ -167,6 +215,7 @@ def check_counts(X: Any, where: str, *, hint: str | None = None) -> None:
     InputError
         Naming how many negative or non-integer values there are and an example.
     """
+    check_matrix(X, where)
     fix = hint or "pass the raw, unnormalised counts"
     if _is_integer_dtype(X):
         if not np.issubdtype(X.dtype, np.unsignedinteger) and not np.issubdtype(X.dtype, np.bool_):
@@ -339,6 +388,7 @@ def check_training_data(adata: Any, *, backed: bool, likelihood: str, n_latent: 
         raise InputError(f"expected an AnnData, got {type(adata).__name__}; read files with sivae.read()")
     check_not_empty(adata)
     check_unique_names(adata)
+    check_anndata_matrices(adata)
     if backed:
         # finite values and constant features were checked by the passes that scaled it
         if likelihood == "nb":

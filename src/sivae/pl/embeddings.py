@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
+from sivae.data.validate import check_anndata_matrices
 
 from ._common import _figure, _finish, _maybe_save
 from ._plain import plain_text
@@ -215,6 +216,7 @@ def _cell_values(adata: AnnData, color: str) -> pd.Series:
     if color in adata.obs.columns:
         return adata.obs[color].reset_index(drop=True)
     if color in adata.var_names:
+        check_anndata_matrices(adata)  # before the subset, which touches every matrix
         column = adata[:, color].X
         column = column.toarray() if sp.issparse(column) else np.asarray(column)
         return pd.Series(column.ravel().astype(np.float64))

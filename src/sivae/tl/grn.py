@@ -34,6 +34,7 @@ from sklearn.ensemble import GradientBoostingRegressor
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
+from sivae.data.validate import check_matrix
 
 METHODS = ("clr", "mrnet", "aracne", "grnboost2")
 # float64 genes x genes matrices each method holds at once (MI, z-scores, scores, result, ...)
@@ -332,6 +333,7 @@ def _size(n_bytes: float) -> str:
 
 def _dense(X: Any, name: str) -> np.ndarray:
     # float64 dense copy, refusing non-finite values
+    check_matrix(X, name)  # text, complex or a corrupt sparse matrix, before scipy touches it
     X = X.toarray() if sp.issparse(X) else np.asarray(X)
     X = np.array(X, dtype=np.float64)
     if X.ndim != 2:

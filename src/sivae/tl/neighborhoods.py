@@ -17,6 +17,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
+from sivae.data.validate import check_matrix
 
 from ._grouped import GroupedMLP, dense_cells, pve, split_cells, standardise, train_grouped
 from .centrality import degree_centrality
@@ -29,7 +30,13 @@ Method = Union[pd.DataFrame, np.ndarray, str]
 def gene_indices(names: Any, genes: Sequence[str]) -> np.ndarray:
     """Positions of ``genes`` in ``names``; an unknown name is refused with its closest matches."""
     index = pd.Index(np.asarray(names, dtype=str))
-    positions = index.get_indexer(list(genes))
+    if not index.is_unique:  # a query named twice is ambiguous; other duplicates do no harm
+        counts = index.value_counts()
+        twice = [str(g) for g in genes if counts.get(str(g), 0) > 1]
+        if twice:
+            raise InputError(f"gene {twice[0]!r} appears {counts[twice[0]]} times in adata.var_names, so which "
+                             "one is meant is unclear; call adata.var_names_make_unique() first")
+    positions = index.get_indexer_for(list(genes))
     if (positions < 0).any():
         missing = str(np.asarray(genes, dtype=object)[positions < 0][0])
         close = difflib.get_close_matches(missing, index.tolist(), n=3, cutoff=0.6)
@@ -80,6 +87,7 @@ def _embedding(adata: AnnData, key: str) -> np.ndarray:
         raise InputError(f"expected an AnnData; got {type(adata).__name__}")
     if key not in adata.varm:
         raise InputError(f"adata.varm has no {key!r}; train a model on this AnnData first (model.train())")
+    check_matrix(adata.varm[key], f"adata.varm[{key!r}]")  # complex would lose its imaginary part silently
     return np.asarray(adata.varm[key], dtype=np.float64)
 
 
