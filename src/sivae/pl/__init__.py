@@ -1,7 +1,8 @@
 """Plots, scanpy style: ``sivae.pl.verb(adata, ...)`` draws what a model or a tool wrote and
 returns a matplotlib Figure; given ``path`` it also saves it, atomically.
 
-Embeddings and centrality (embeddings.py); ``save`` writes any figure atomically.
+Embeddings and centrality (embeddings.py); ``save`` writes any figure atomically. Names are
+drawn as written, never as mathtext (``_plain.py``): a gene called ``$x$`` shows its dollar signs.
 """
 
 from __future__ import annotations
