@@ -18,7 +18,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import scanpy as sc
-import scipy.sparse as sp
 from anndata import AnnData
 
 try:  # anndata >= 0.11 keeps its readers in anndata.io
@@ -30,7 +29,7 @@ from .._errors import InputError
 from .._files import atomic_file, check_destination, locked
 from .._inputs import check_input_file
 from .structure import check_compressed, scipy_index_dtypes
-from .validate import check_anndata_matrices
+from .validate import anndata_matrices, check_anndata_matrices
 
 __all__ = ["SUPPORTED_FORMATS", "read", "write_h5ad"]
 
@@ -165,7 +164,7 @@ def read(path: str | os.PathLike) -> AnnData:
         fmt, reader = _reader_for(p)
     try:
         adata = reader(p)
-        for matrix in _sparse_matrices(adata):
+        for _, matrix in anndata_matrices(adata):
             scipy_index_dtypes(matrix)
         check_anndata_matrices(adata)
         return adata
@@ -178,15 +177,6 @@ def read(path: str | os.PathLike) -> AnnData:
             f"could not read {str(p)!r} as {fmt} ({type(err).__name__}: {_first_line(err)}); "
             "the file may be truncated or corrupt, so re-export or re-download it"
         ) from err
-
-
-def _sparse_matrices(adata: AnnData) -> list:
-    # every sparse matrix anndata read: X, layers, raw, obsm, varm, obsp, varp
-    found = [adata.X, *adata.layers.values(), *(m for a in ("obsm", "varm", "obsp", "varp")
-                                                for m in getattr(adata, a).values())]
-    if adata.raw is not None:
-        found.append(adata.raw.X)
-    return [m for m in found if sp.issparse(m)]
 
 
 def _reader_for(p: Path) -> tuple[str, Callable[[Path], AnnData]]:

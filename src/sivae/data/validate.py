@@ -104,13 +104,18 @@ def check_anndata_matrices(adata: AnnData) -> None:
     touches them all."""
     check_matrix(adata.X, "adata.X")
     # the others are checked for structure only: a layer of text harms nothing until it is used
-    for name, layer in adata.layers.items():
-        check_structure(layer, f"adata.layers[{name!r}]")
+    for where, matrix in anndata_matrices(adata)[1:]:
+        check_structure(matrix, where)
+
+
+def anndata_matrices(adata: AnnData) -> list[tuple[str, Any]]:
+    """(name, matrix) of ``X``, each layer, ``raw.X`` and each ``obsm``/``varm``/``obsp``/``varp`` entry."""
+    found = [("adata.X", adata.X), *((f"adata.layers[{k!r}]", v) for k, v in adata.layers.items())]
     if adata.raw is not None:
-        check_structure(adata.raw.X, "adata.raw.X")
+        found.append(("adata.raw.X", adata.raw.X))
     for attr in ("obsm", "varm", "obsp", "varp"):
-        for name, value in getattr(adata, attr).items():
-            check_structure(value, f"adata.{attr}[{name!r}]")
+        found += [(f"adata.{attr}[{k!r}]", v) for k, v in getattr(adata, attr).items()]
+    return found
 
 
 def _is_integer_dtype(X: Any) -> bool:
