@@ -25,7 +25,6 @@ __all__ = [
     "MIN_HOLDOUT_CELLS",
     "MIN_TRAIN_CELLS",
     "check_anndata_matrices",
-    "check_compressed",
     "check_counts",
     "check_finite",
     "check_matrix",
