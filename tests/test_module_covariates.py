@@ -80,6 +80,18 @@ def test_covariates_reach_every_cell_wise_decoder_layer_and_no_feature_wise_laye
     assert effects.continuous.shape == (N_CONT, N_FEATURES)
 
 
+def test_an_encoder_without_hidden_layers_reads_the_covariates_in_its_heads() -> None:
+    config = ModuleConfig(**{**WITH_COVS.__dict__, "encoder_hidden": (), "encode_covariates": True})
+    module = CellVAE(config)
+    assert module.encoder.mean.in_features == N_FEATURES + D
+    x, _, cat_covs, cont_covs = _data()
+    assert module.cell_embedding(x, cat_covs, cont_covs).shape == (N_CELLS, K)
+    with pytest.raises(ValueError, match="2 categorical covariates"):
+        module.cell_embedding(x)
+    with pytest.raises(ValueError, match="reads 6 covariate columns"):  # the network itself checks
+        module.encoder(x)
+
+
 def test_losses_equal_a_model_without_covariates_when_their_weights_are_zero(no_noise: None) -> None:
     # the covariate path adds exactly nothing once its weights are zero: the rest of the model is
     # the covariate-free one (whose losses are those of the release before covariates)
