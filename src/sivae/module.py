@@ -16,15 +16,13 @@ beta_{c,f} = a_c . B_{:,f} = sum_j B^(j)_{s_{c,j},f} + sum_m u_{c,m} B^(u)_{m,f}
     interpretability: -gamma sum_{c,f} log N(X_{c,f}; v_{f,1} . z_{c,1} + beta_{c,f}, 1)   (13)
     q(z_{c,1}) = N(W_phi^T phi(X_{c,:}[, a_c]), ...)                           (11: a_c with encode_covariates)
 
-The feature-wise networks never read a_c: a feature keeps one embedding v_{f,1}, and the loadings
-V describe what varies within batches, while B (not V) carries each batch's own shift of every
-feature, so a batch cannot masquerade as a latent dimension of the loadings. Each B^(j) is
-centred over its categories (b_f holds the average level). "nb" (eq. 15): rho_{c,:} =
-softmax_f(v_{f,L} . z_{c,L} + b_f + beta_{c,f}): the effect enters the log-rate before the softmax,
-so exp(B^(j)_{s,f}) multiplies feature f's share of a cell's counts in category s (only
-differences between features are identified there). Linear models (siVAE-linear eq. 19, LDVAE):
-z_{c,L} = z_{c,1} and the covariates act through beta alone. Without covariates (D = 0) every
-term above is the paper's, and the parameters, their names and their initial values are too.
+The feature-wise networks never read a_c (a feature keeps one embedding v_{f,1}); B, not the
+loadings V, carries each batch's shift of every feature, so a batch cannot pose as a latent
+dimension of the loadings. Each B^(j) is centred over its categories (b_f holds the average).
+"nb": rho_{c,:} = softmax_f(v_{f,L} . z_{c,L} + b_f + beta_{c,f}) (eq. 15): the effect enters the
+log-rate before the softmax, exp(B^(j)_{s,f}) multiplying feature f's share of the counts in
+category s. Linear models (eq. 19, LDVAE): z_{c,L} = z_{c,1}, covariates act through beta alone.
+Without covariates (D = 0) all is the paper's, parameters, names and initial values included.
 
 Training steps: 1 ("cell", the cell-wise VAE) trains the encoder, the decoder with its covariate
 weights, b_f and B with free v_{f,L}; 2 ("feature") holds the cell side and B fixed: the
@@ -38,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F_
 
 from .nn.covariates import CovariateEffects, Covariates
@@ -94,8 +92,7 @@ class Batch:
     target_nonzero: torch.Tensor | None = None
     # siVAE's step 2 over all training cells at once (the trainer's fast path): cells then None
     statistics: CellStatistics | None = None
-    # the cells' covariates, for a model configured with them: category codes (B, J) long, in
-    # ModuleConfig.n_cats_per_covariate's order, and continuous values (B, M) float
+    # covariates, if configured: category codes (B, J) long in n_cats_per_covariate's order; values (B, M)
     cat_covs: torch.Tensor | None = None
     cont_covs: torch.Tensor | None = None
 
@@ -111,9 +108,8 @@ class CellStatistics:
     cells gathers these sums; the step then trains on features alone, with exactly the
     objective that minibatches of cells estimate.
 
-    With covariates the interpretability residual is X_cf - z_c . v_f - a_c . B_f, whose square
-    also needs sum_c a_c X_cf, sum_c z_c a_c^T and sum_c a_c a_c^T: the sums stay free of B, so
-    they hold whatever B is.
+    With covariates the residual X_cf - z_c . v_f - a_c . B_f also needs sum_c a_c X_cf,
+    sum_c z_c a_c^T and sum_c a_c a_c^T: sums free of B, so they hold whatever B is.
     """
 
     n: float  # cells summed
@@ -201,8 +197,7 @@ class CellVAE(nn.Module):
             self.variance_head = nn.Linear(self.width, 1)  # sigma_d(z_cL) of eq. 8
         else:
             self.log_var = nn.Parameter(torch.zeros(n_features))
-        # last, and zero at start: without covariates the parameters, their names and their
-        # random initial values are exactly those of a model from before covariates existed
+        # last, zero at start: without covariates, parameters, names and initial values are as before
         self.covariates = (Covariates(config.n_cats_per_covariate, config.n_continuous_covariates, n_features)
                            if n_cov else None)
 
@@ -280,8 +275,7 @@ class CellVAE(nn.Module):
 
     @torch.no_grad()
     def covariate_effects(self) -> CovariateEffects:
-        """B per covariate (nn.covariates.CovariateEffects), empty without covariates; for "nb"
-        each row is also centred over the features (eq. 15's softmax sees only their differences)."""
+        """B per covariate (nn.covariates.CovariateEffects), empty without covariates; "nb" rows centred over F."""
         if self.covariates is None:
             return CovariateEffects(categorical=[], continuous=self.bias.new_zeros(0, self.config.n_features))
         return self.covariates.effects(centre_features=self.config.likelihood == "nb")
@@ -379,8 +373,8 @@ class SIVAEModule(nn.Module):
     statistics_phases = ("feature",)  # steps whose loss reads cells only through cell_statistics
 
     @torch.no_grad()
-    def cell_statistics(self, x: torch.Tensor, cat_covs: torch.Tensor | None = None,
-                        cont_covs: torch.Tensor | None = None) -> CellStatistics:
+    def cell_statistics(self, x: Tensor, cat_covs: Tensor | None = None,
+                        cont_covs: Tensor | None = None) -> CellStatistics:
         """The sums step 2 needs over the cells ``x`` (B, F), in float64 (see CellStatistics)."""
         design = self.cell.design(cat_covs, cont_covs)
         mean_z = self.cell.encode(x, design)[0]
@@ -476,8 +470,7 @@ class SIVAEModule(nn.Module):
         return losses
 
     @torch.no_grad()
-    def cell_embedding(self, x: torch.Tensor, cat_covs: torch.Tensor | None = None,
-                       cont_covs: torch.Tensor | None = None) -> torch.Tensor:
+    def cell_embedding(self, x: Tensor, cat_covs: Tensor | None = None, cont_covs: Tensor | None = None) -> Tensor:
         """Posterior means of z_{c,1}, (B, K): the siVAE scores."""
         return self.cell.cell_embedding(x, cat_covs, cont_covs)
 
@@ -497,11 +490,11 @@ class SIVAEModule(nn.Module):
         return self.feature_decoder(self.feature_embedding(feature_x))
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, v_L: torch.Tensor, idx: torch.Tensor, cat_covs: torch.Tensor | None = None,
-                cont_covs: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, v_L: torch.Tensor, idx: torch.Tensor, cat_covs: Tensor | None = None,
+                cont_covs: Tensor | None = None) -> torch.Tensor:
         return self.cell.predict(x, v_L, idx, cat_covs, cont_covs)
 
     @torch.no_grad()
-    def generate(self, n_cells: int, v_L: torch.Tensor, library: torch.Tensor | None = None,
-                 cat_covs: torch.Tensor | None = None, cont_covs: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(self, n_cells: int, v_L: torch.Tensor, library: Tensor | None = None,
+                 cat_covs: Tensor | None = None, cont_covs: Tensor | None = None) -> torch.Tensor:
         return self.cell.generate(n_cells, v_L, library, cat_covs, cont_covs)
