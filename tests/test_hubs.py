@@ -1,0 +1,78 @@
+"""Hub centrality: the accuracy of a (nearly) constant feature, stability of tl.hubs, the baselines."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+
+import sivae
+from sivae._constants import KEYS
+from sivae.model import accuracy_from_sums
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _sums(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return ((truth - pred) ** 2).sum(0), truth.sum(0), (truth ** 2).sum(0)
+
+
+def test_accuracy_is_nan_for_a_constant_feature_and_exact_otherwise():
+    truth = np.array([[1.0, 5.0, 5.0, 0.0], [2.0, 5.0, 5.0, 0.0], [3.0, 5.0, 5.0 + 1e-6, 0.0]])
+    pred = np.array([[2.0, 5.0, 5.0, 0.1], [2.0, 4.0, 5.0, 0.1], [2.0, 5.0, 5.0, 0.1]])
+    # column 0: MSE 2/3, variance 2/3 -> 0; columns 1-3: constant (up to rounding) -> NaN
+    sse, s1, s2 = _sums(truth, pred)
+    expected = np.array([0.0, np.nan, np.nan, np.nan])
+    np.testing.assert_allclose(accuracy_from_sums(sse, s1, s2, n=3), expected, atol=1e-12)
+    rows = [np.stack([t, t]) for t in (sse, s1, s2)]  # the bootstrap's (R=2, F) replicates, n (R, 1)
+    np.testing.assert_allclose(accuracy_from_sums(*rows, n=np.array([[3.0], [3.0]])), [expected] * 2, atol=1e-12)
+    # better than the mean: 1 - MSE / variance by hand
+    pred[:, 0] = [1.0, 2.0, 2.0]  # MSE 1/3 on variance 2/3
+    np.testing.assert_allclose(accuracy_from_sums(*_sums(truth, pred), n=3)[0], 0.5)
+
+
+def test_a_gene_seen_in_one_cell_is_nan_off_its_cell_and_sane_on_it():
+    rng = np.random.default_rng(0)
+    n_cells, n_genes = 120, 12
+    group = np.arange(n_cells) % 2
+    counts = rng.poisson(np.where(group[:, None] == 1, 12.0, 4.0), size=(n_cells, n_genes)).astype(np.float32)
+    model = sivae.SIVAE(_scaled(counts), n_latent=2, encoder_hidden=(16, 8), c_red=6, batch_size=32, device="cpu")
+    held_out, trained = int(model.val_idx[0]), int(model.train_idx[0])
+    counts[:, :2] = 0  # gene0 seen only in a held-out cell, gene1 only in a training cell
+    counts[held_out, 0], counts[trained, 1] = 30, 30
+    adata = _scaled(counts)
+    model = sivae.SIVAE(adata, n_latent=2, encoder_hidden=(16, 8), c_red=6, batch_size=32, device="cpu")
+    with pytest.warns(UserWarning, match="1 features are constant on the training cells"):
+        model.train(max_epochs=2, progress=False)
+    centrality = adata.var[KEYS.CENTRALITY]
+    assert np.isnan(centrality["gene0"])
+    assert list(adata.uns["sivae"]["centrality_undefined"]) == ["gene0"]
+    assert np.isfinite(centrality.drop("gene0")).all()
+    assert centrality["gene1"] > -10  # a gene seen in one training cell: poorly reconstructed, not absurd
+    assert "gene0" not in sivae.tl.hubs(adata, n=n_genes).index
+    ci = sivae.tl.centrality_ci(model, n_boot=5)
+    assert np.isnan(ci.loc["gene0", "centrality"]) and ci.loc["gene0", "rank"] == n_genes  # ranked last
+
+
+def _scaled(counts: np.ndarray) -> AnnData:
+    X = np.log1p(counts)
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    adata = AnnData(X, var=pd.DataFrame(index=[f"gene{j}" for j in range(counts.shape[1])]))
+    adata.obs_names = [f"cell{i}" for i in range(counts.shape[0])]
+    adata.layers[KEYS.COUNTS] = counts
+    return adata
+
+
+def test_centrality_plot_keeps_the_bulk_visible_beside_an_absurd_value():
+    adata = AnnData(np.zeros((3, 50), dtype=np.float32))
+    adata.var_names = [f"g{j}" for j in range(50)]
+    scores = np.linspace(0.1, 0.9, 50)
+    scores[-1] = -1.4e9
+    adata.var[KEYS.CENTRALITY] = scores
+    fig = sivae.pl.centrality(adata)
+    low, high = fig.axes[0].get_ylim()
+    assert low > -5 and high < 5  # the outlier no longer sets the axis
+    assert "1 features below" in fig.axes[0].get_title()
