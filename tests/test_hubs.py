@@ -76,3 +76,77 @@ def test_centrality_plot_keeps_the_bulk_visible_beside_an_absurd_value():
     low, high = fig.axes[0].get_ylim()
     assert low > -5 and high < 5  # the outlier no longer sets the axis
     assert "1 features below" in fig.axes[0].get_title()
+
+
+# -- baselines and measures -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def planted() -> AnnData:
+    # 3 hub-and-spoke communities of 10 genes plus 10 isolated genes: the hubs are known
+    return sivae.datasets.simulated_network(400, n_communities=3, community_size=10, n_isolated=10, seed=1)
+
+
+def test_the_planted_hubs_rank_first_under_correlation_degree_and_pca(planted):
+    hubs = set(planted.var_names[planted.var[KEYS.IS_HUB].to_numpy(bool)])
+    assert set(sivae.tl.correlation_degree(planted).nlargest(3).index) == hubs
+    assert set(sivae.tl.pca_centrality(planted, n_components=3).nlargest(3).index) == hubs
+    assert planted.varm["pca_loadings"].shape == (planted.n_vars, 3)
+    network = sivae.tl.correlation_network(planted)
+    np.testing.assert_allclose(sivae.tl.degree_centrality(network), sivae.tl.correlation_degree(planted))
+
+
+def test_detection_rate_and_mean_expression_by_hand():
+    counts = np.array([[0, 3, 0], [1, 0, 0], [2, 1, 0], [0, 0, 5]], dtype=np.float32)
+    adata = AnnData(np.zeros_like(counts))
+    adata.layers[KEYS.COUNTS] = counts
+    np.testing.assert_allclose(sivae.tl.detection_rate(adata), [0.5, 0.5, 0.25])
+    tp10k = counts / counts.sum(1, keepdims=True) * 1e4
+    np.testing.assert_allclose(sivae.tl.mean_expression(adata), np.log1p(tp10k).mean(0), rtol=1e-6)
+    with pytest.raises(sivae.InputError, match="no 'raw'"):
+        sivae.tl.detection_rate(adata, layer="raw")
+
+
+def test_pca_centrality_is_one_for_a_gene_inside_the_top_components():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 1))
+    X = np.hstack([2 * z, -z, rng.normal(size=(200, 3))]).astype(np.float32)
+    r2 = sivae.tl.pca_centrality(AnnData(X), n_components=1, key_added=None)
+    assert (r2.iloc[:2] > 0.99).all()  # the first PC is (almost) their shared factor
+    assert (r2.iloc[2:] < 0.1).all()
+
+
+def test_binned_ground_truth_finds_the_planted_hubs_and_is_reliable(planted):
+    truth = sivae.tl.centrality_ground_truth_binned(planted, n_bins=8)
+    hubs = planted.var_names[planted.var[KEYS.IS_HUB].to_numpy(bool)]
+    assert set(truth.nlargest(3).index) == set(hubs)
+    isolated = planted.var[KEYS.IS_ISOLATED].to_numpy(bool)
+    assert abs(truth[isolated].mean()) < 0.01  # genes with no edges explain nothing beyond chance
+    out = sivae.tl.split_half_reliability(planted, estimator=sivae.tl.centrality_ground_truth_binned,
+                                          n_bins=8, between_seeds=False)
+    assert out["split_half"] > 0.5 and out["ceiling"] == pytest.approx(sivae.tl.noise_ceiling(out["split_half"]))
+
+
+def test_noise_ceiling_by_hand():
+    assert sivae.tl.noise_ceiling(0.92) == pytest.approx(np.sqrt(1.84 / 1.92))
+    assert sivae.tl.noise_ceiling(1.0) == 1.0 and sivae.tl.noise_ceiling(-0.2) == 0.0
+    with pytest.raises(sivae.InputError, match="finite correlation"):
+        sivae.tl.noise_ceiling(float("nan"))
+
+
+def test_partial_spearman_by_hand():
+    # ranks already: x = c + a, y = c + b; once c is regressed out, corr(a-ish, b-ish)
+    c = np.array([1.0, 2, 3, 4, 5, 6])
+    x = np.array([2.0, 1, 4, 3, 6, 5])
+    y = np.array([1.0, 2, 4, 3, 5, 6])
+    # hand: residuals of x on c: x - (c + 0) gives [1,-1,1,-1,1,-1] minus its fit on c
+    design = np.column_stack([np.ones(6), c])
+    rx = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
+    ry = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    expected = rx @ ry / np.linalg.norm(rx) / np.linalg.norm(ry)
+    assert sivae.tl.partial_spearman(x, y, c) == pytest.approx(expected)
+    assert sivae.tl.partial_spearman(c, c ** 2, c) != sivae.tl.partial_spearman(c, c ** 2, c)  # NaN: nothing left
+    # a score that is the control plus noise has partial Spearman ~0 with a truth that is the control
+    rng = np.random.default_rng(0)
+    control = rng.normal(size=500)
+    assert abs(sivae.tl.partial_spearman(control + rng.normal(size=500), control + rng.normal(size=500), control)) < 0.15
+    shared = rng.normal(size=500)
+    assert sivae.tl.partial_spearman(control + shared, control + shared + 0.3 * rng.normal(size=500), control) > 0.8
