@@ -10,6 +10,7 @@ import pytest
 from anndata import AnnData
 
 import sivae
+from sivae.cli import main
 from sivae._constants import KEYS
 from sivae.model import accuracy_from_sums
 
@@ -150,3 +151,24 @@ def test_partial_spearman_by_hand():
     assert abs(sivae.tl.partial_spearman(control + rng.normal(size=500), control + rng.normal(size=500), control)) < 0.15
     shared = rng.normal(size=500)
     assert sivae.tl.partial_spearman(control + shared, control + shared + 0.3 * rng.normal(size=500), control) > 0.8
+
+
+# -- stability of the hubs ------------------------------------------------------------------------
+def test_hubs_with_stability_give_each_hub_its_rank_interval(tmp_path, capsys):
+    adata = _scaled(np.random.default_rng(1).poisson(5.0, size=(100, 10)).astype(np.float32))
+    model = sivae.SIVAE(adata, n_latent=2, encoder_hidden=(16, 8), c_red=6, batch_size=32, device="cpu")
+    model.train(max_epochs=2, progress=False)
+    table = sivae.tl.hubs(adata, n=4, stability=model, n_boot=20)
+    assert list(table.columns) == [KEYS.CENTRALITY, "rank_low", "rank_high"] and len(table) == 4
+    ranks = np.arange(1, 5)
+    assert ((table["rank_low"].to_numpy() <= ranks) & (ranks <= table["rank_high"].to_numpy())).all()
+    pd.testing.assert_frame_equal(sivae.tl.hubs(adata, n=4, stability=True), table)  # read back from var
+    with pytest.raises(sivae.InputError, match="rank_low"):
+        sivae.tl.hubs(AnnData(adata.X, var=adata.var[[KEYS.CENTRALITY]].copy()), stability=True)
+    # the CLI: the fitted h5ad and the saved model
+    adata.write_h5ad(tmp_path / "out.h5ad")
+    model.save(tmp_path / "model")
+    assert main(["hubs", str(tmp_path / "out.h5ad"), "--top", "3", "--stability", str(tmp_path / "model"),
+                           "--n-boot", "20"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split("\t") == ["rank", "gene", KEYS.CENTRALITY, "rank_low", "rank_high"] and len(lines) == 4

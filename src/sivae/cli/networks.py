@@ -22,6 +22,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("input", metavar="OUT.h5ad", help="h5ad written by `sivae fit`")
     p.add_argument("--top", type=_positive_int, default=20, help="how many genes (default 20)")
     p.add_argument("--key", default=KEYS.CENTRALITY, help=f"var column to rank by (default {KEYS.CENTRALITY})")
+    p.add_argument("--stability", metavar="MODEL_DIR", help="also print each hub's bootstrap rank interval "
+                   "(95%%, over the training cells), from the model `sivae fit --model-dir` saved")
+    p.add_argument("--n-boot", type=_positive_int, default=200, help="bootstrap replicates (default 200)")
     p.set_defaults(run=run_hubs)
 
     p = sub.add_parser("neighbors", help="a gene's nearest genes in the loading space (siVAE-Euc)",
@@ -58,10 +61,20 @@ def run_hubs(args: argparse.Namespace) -> int:
     """Print rank, gene and centrality of the top genes."""
     from sivae.tl import hubs
 
-    ranked = hubs(_read(args.input), n=args.top, key=args.key)
-    print(f"rank\tgene\t{args.key}")
-    for rank, (gene, value) in enumerate(ranked.items(), start=1):
-        print(f"{rank}\t{gene}\t{value:.4f}")
+    adata = _read(args.input)
+    if args.stability is None:
+        ranked = hubs(adata, n=args.top, key=args.key)
+        print(f"rank\tgene\t{args.key}")
+        for rank, (gene, value) in enumerate(ranked.items(), start=1):
+            print(f"{rank}\t{gene}\t{value:.4f}")
+        return 0
+    from sivae import load_model
+
+    table = hubs(adata, n=args.top, key=args.key, stability=load_model(_check_input(args.stability), device="cpu"),
+                 n_boot=args.n_boot)
+    print(f"rank\tgene\t{args.key}\trank_low\trank_high")
+    for rank, (gene, row) in enumerate(table.iterrows(), start=1):
+        print(f"{rank}\t{gene}\t{row[args.key]:.4f}\t{int(row['rank_low'])}\t{int(row['rank_high'])}")
     return 0
 
 

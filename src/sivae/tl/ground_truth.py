@@ -220,7 +220,7 @@ def _binned_pve(X: np.ndarray, queries: list[int], n_bins: int, total: np.ndarra
     between = np.add.reduceat(sums ** 2 / sizes[:, None], starts[:-1], axis=0)  # (queries, F): SS_between
     k = np.diff(starts)[:, None]
     within = (total - between) / np.maximum(n_cells - k, 1)  # MS_within
-    omega = (between - (k - 1) * within) / (total + within)
-    others = np.broadcast_to(valid, omega.shape).copy()
+    others = np.broadcast_to(valid, between.shape).copy()
     others[np.arange(len(queries)), queries] = False
-    return (omega * others).sum(1) / np.maximum(others.sum(1), 1)
+    omega = np.where(others, (between - (k - 1) * within) / np.where(others, total + within, 1.0), 0.0)
+    return omega.sum(1) / np.maximum(others.sum(1), 1)
