@@ -172,3 +172,15 @@ def test_hubs_with_stability_give_each_hub_its_rank_interval(tmp_path, capsys):
                            "--n-boot", "20"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split("\t") == ["rank", "gene", KEYS.CENTRALITY, "rank_low", "rank_high"] and len(lines) == 4
+
+
+def test_report_shows_the_pca_baseline_beside_the_hubs_only_without_a_ground_truth(planted):
+    from sivae.report import build_report
+
+    adata = planted.copy()
+    sivae.SIVAE(adata, n_latent=3, encoder_hidden=(16, 8), c_red=6, batch_size=64, device="cpu").train(
+        max_epochs=2, progress=False)
+    page = build_report(adata, n_hubs=5)
+    assert "PCA R^2 rank (top 3 PCs)" in page and "Spearman between the two rankings" in page
+    adata.var[KEYS.GROUND_TRUTH_CENTRALITY] = np.linspace(0, 1, adata.n_vars)
+    assert "PCA R^2 rank" not in build_report(adata, n_hubs=5)
