@@ -165,7 +165,8 @@ def centrality_ci(
     -------
     pandas.DataFrame
         Per gene (indexed by the model's features): ``centrality`` (on all the cells scored),
-        ``rank`` (1 = most central), ``rank_low`` and ``rank_high`` (the interval). The ranks
+        ``rank`` (1 = most central), ``rank_low`` and ``rank_high`` (the interval); a feature
+        constant on the cells scored has a NaN centrality and ranks last. The ranks
         are also written to ``var["<key_added>_rank"]``, ``var["<key_added>_rank_low"]`` and
         ``var["<key_added>_rank_high"]`` of ``adata`` (or of the model's AnnData).
     """
