@@ -145,38 +145,58 @@ def neighbourhood_pve(adata, methods: dict[str, Any], s: dict) -> dict[str, floa
     return {m: float(cmp["pve"][m].mean()) for m in methods}
 
 
-def truth_part(adata, s: dict, between_seeds: bool) -> dict[str, Any]:
-    """Ground truth two ways, their reliability, the baselines and the GRN methods."""
+def truth_part(adata, s: dict, between_seeds: bool, res: dict[str, Any], save) -> None:
+    """Ground truth two ways, their reliability, the baselines and the GRN methods, into ``res``;
+    cheapest first, ``save()`` after each stage, so a run cut short keeps what it measured."""
     seconds: dict[str, float] = {}
+    res.update({"scores": {}, "pve": {}, "seconds": {}, "reliability": {}})
+
+    def keep(label: str, values: Any = None, pve: float | None = None) -> None:
+        if values is not None:
+            res["scores"][label] = {"0": _floats(values)}
+        if pve is not None:
+            res["pve"][label] = {"0": pve}
+        if label in seconds:
+            res["seconds"][label] = {"0": seconds[label]}
+
+    binned, seconds["ground truth (binned)"] = timed(sivae.tl.centrality_ground_truth_binned, adata)
+    res["truth_binned"] = _floats(binned)
+    res["reliability"]["binned"], seconds["reliability (binned)"] = timed(
+        sivae.tl.split_half_reliability, adata, estimator=sivae.tl.centrality_ground_truth_binned, between_seeds=False)
+    layer = KEYS.COUNTS if KEYS.COUNTS in adata.layers else None
+    keep("detection rate", *timed_into(seconds, "detection rate", sivae.tl.detection_rate, adata, layer=layer))
+    keep("mean expression", *timed_into(seconds, "mean expression", sivae.tl.mean_expression, adata, layer=layer))
+    keep("PCA R^2", *timed_into(seconds, "PCA R^2", sivae.tl.pca_centrality, adata, n_components=s["n_latent"]))
+    networks = {"most correlated": timed_into(seconds, "correlation degree", sivae.tl.correlation_network, adata)[0]}
+    keep("correlation degree", sivae.tl.degree_centrality(networks["most correlated"]))
+    networks["CLR"] = timed_into(seconds, "CLR", sivae.tl.grn, adata, method="clr")[0]
+    keep("CLR", sivae.tl.degree_centrality(networks["CLR"]))
+    print(f"  binned truth: split-half r {res['reliability']['binned']['split_half']:.3f}", flush=True)
+    save()
     gt = {"epochs": s["truth_epochs"], "n_components": s["components"]}
     truth, seconds["ground truth"] = timed(sivae.tl.centrality_ground_truth, adata, **gt)
-    binned, seconds["ground truth (binned)"] = timed(sivae.tl.centrality_ground_truth_binned, adata)
-    reliability, seconds["reliability"] = timed(sivae.tl.split_half_reliability, adata, between_seeds=False, **gt)
+    res["truth"] = _floats(truth)
+    res["reliability"]["default_vs_binned"] = float(spearmanr(truth, binned, nan_policy="omit").statistic)
+    save()
+    rel, seconds["reliability"] = timed(sivae.tl.split_half_reliability, adata, between_seeds=False, **gt)
     if between_seeds:  # the networks' own randomness: the truth again with seed 1, on all the cells
         other_seed, seconds["ground truth (seed 1)"] = timed(sivae.tl.centrality_ground_truth, adata.copy(), seed=1, **gt)
-        reliability["between_seeds"] = float(spearmanr(truth, other_seed).statistic)
-    reliability_binned, seconds["reliability (binned)"] = timed(
-        sivae.tl.split_half_reliability, adata, estimator=sivae.tl.centrality_ground_truth_binned, between_seeds=False)
-    print(f"  truth {seconds['ground truth']:.0f} s; split-half r {reliability['split_half']:.3f} "
-          f"(ceiling {reliability['ceiling']:.3f}); binned r {reliability_binned['split_half']:.3f}", flush=True)
-    layer = KEYS.COUNTS if KEYS.COUNTS in adata.layers else None
-    scores: dict[str, pd.Series] = {}
-    scores["detection rate"], seconds["detection rate"] = timed(sivae.tl.detection_rate, adata, layer=layer)
-    scores["mean expression"], seconds["mean expression"] = timed(sivae.tl.mean_expression, adata, layer=layer)
-    scores["PCA R^2"], seconds["PCA R^2"] = timed(sivae.tl.pca_centrality, adata, n_components=s["n_latent"])
-    correlated, seconds["correlation degree"] = timed(sivae.tl.correlation_network, adata)
-    scores["correlation degree"] = sivae.tl.degree_centrality(correlated)
-    networks = {"most correlated": correlated}
-    for label in GRN:
-        networks[label], seconds[label] = timed(sivae.tl.grn, adata, method=label.lower())
-        scores[label] = sivae.tl.degree_centrality(networks[label])
+        rel["between_seeds"] = float(spearmanr(truth, other_seed).statistic)
+    res["reliability"]["default"] = rel
+    print(f"  truth {seconds['ground truth']:.0f} s; split-half r {rel['split_half']:.3f} (ceiling {rel['ceiling']:.3f})", flush=True)
+    save()
+    networks["MRNET"] = timed_into(seconds, "MRNET", sivae.tl.grn, adata, method="mrnet")[0]
+    keep("MRNET", sivae.tl.degree_centrality(networks["MRNET"]))
     pve = neighbourhood_pve(adata, {"PCA-Euc": "pca_loadings", **networks}, s)
-    pve["PCA R^2"], pve["correlation degree"] = pve.pop("PCA-Euc"), pve.pop("most correlated")
-    return {"genes": adata.var_names.tolist(), "truth": _floats(truth), "truth_binned": _floats(binned),
-            "reliability": {"default": reliability, "binned": reliability_binned,
-                            "default_vs_binned": float(spearmanr(truth, binned, nan_policy="omit").statistic)},
-            "scores": {m: {"0": _floats(v)} for m, v in scores.items()},
-            "pve": {m: {"0": v} for m, v in pve.items()}, "seconds": {m: {"0": v} for m, v in seconds.items()}}
+    for label, method in (("PCA R^2", "PCA-Euc"), ("correlation degree", "most correlated"), ("CLR", "CLR"), ("MRNET", "MRNET")):
+        keep(label, pve=pve[method])
+    res["seconds"].update({k: {"0": v} for k, v in seconds.items()})
+    save()
+
+
+def timed_into(seconds: dict[str, float], label: str, fn, *args, **kwargs) -> tuple[Any]:
+    out, seconds[label] = timed(fn, *args, **kwargs)
+    return (out,)
 
 
 def model_part(adata, s: dict, rows: list[str], seeds: list[int]) -> dict[str, Any]:
@@ -244,33 +264,40 @@ def metrics(values: pd.Series, truth: pd.Series, detection: pd.Series) -> dict[s
             "top20": float(truth.loc[top].mean())}
 
 
+TRUTHS = {"default": "truth", "binned": "truth_binned"}  # which ground truth -> its key in a result
+
+
 def table(name: str, res: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per method: mean and spread over seeds of each measure against the default truth."""
-    if "truth" not in res:
+    """One row per method and ground truth: mean and spread over seeds of each measure."""
+    if "detection rate" not in res.get("scores", {}):
         return []
     genes = res["genes"]
-    truth, detection = _series(res["truth"], genes), _series(res["scores"]["detection rate"]["0"], genes)
+    detection = _series(res["scores"]["detection rate"]["0"], genes)
     scores = dict(res["scores"])
     for label in [m for m in scores if m not in BASELINES + GRN and len(scores[m]) > 1]:
         ranks = np.mean([rankdata(_series(v, genes).fillna(-np.inf)) for v in scores[label].values()], axis=0)
         scores[f"{label} (ensemble of {len(scores[label])} seeds)"] = {"all": list(ranks)}
-    rel = res["reliability"]["default"]
-    rows = [_row(name, "perfect method (noise ceiling)", 1, {"spearman": [rel["ceiling"]]}, [], [])]
-    for label, per_seed in scores.items():
-        m = [metrics(_series(v, genes), truth, detection) for v in per_seed.values()]
-        pve = list(res["pve"].get(label, {}).values())
-        seconds = list(res["seconds"].get(label, {}).values())
-        rows.append(_row(name, label, len(per_seed), {k: [x[k] for x in m] for k in ("spearman", "partial", "top20")},
-                         pve, seconds))
+    rows = []
+    for kind, key in TRUTHS.items():
+        if key not in res:
+            continue
+        truth = _series(res[key], genes)
+        rel = res["reliability"].get(kind, {})
+        rows.append(_row(name, kind, "perfect method (noise ceiling)", 1,
+                         {"spearman": [rel.get("ceiling")]}, [], []))
+        for label, per_seed in scores.items():
+            m = [metrics(_series(v, genes), truth, detection) for v in per_seed.values()]
+            rows.append(_row(name, kind, label, len(per_seed), {k: [x[k] for x in m] for k in ("spearman", "partial", "top20")},
+                             list(res["pve"].get(label, {}).values()), list(res["seconds"].get(label, {}).values())))
     return rows
 
 
-def _row(name: str, label: str, n: int, m: dict[str, list], pve: list, seconds: list) -> dict[str, Any]:
+def _row(name: str, truth: str, label: str, n: int, m: dict[str, list], pve: list, seconds: list) -> dict[str, Any]:
     def stat(values: list, f) -> float | None:
         values = [v for v in values if v is not None and np.isfinite(v)]
         return round(float(f(values)), 4) if values else None
 
-    row = {"dataset": name, "method": label, "n_seeds": n}
+    row = {"dataset": name, "truth": truth, "method": label, "n_seeds": n}
     for key in ("spearman", "partial", "top20"):
         row[f"{key}_mean"], row[f"{key}_sd"] = stat(m.get(key, []), np.mean), stat(m.get(key, []), np.std)
     row["pve_mean"], row["pve_sd"] = stat(pve, np.mean), stat(pve, np.std)
@@ -281,10 +308,13 @@ def _row(name: str, label: str, n: int, m: dict[str, list], pve: list, seconds: 
 def claims(rows: list[dict], results: dict[str, dict]) -> list[dict]:
     out = []
     for name, res in results.items():
-        t = {r["method"]: r for r in rows if r["dataset"] == name}
-        if SHIPPED not in t or "truth" not in res:
+        kind = next((k for k in TRUTHS if TRUTHS[k] in res and k in res.get("reliability", {})), None)
+        t = {r["method"]: r for r in rows if r["dataset"] == name and r["truth"] == kind}
+        if SHIPPED not in t or kind is None:
             continue
-        s, ceiling = t[SHIPPED], res["reliability"]["default"]["ceiling"]
+        rel = res["reliability"][kind]
+        s, ceiling = t[SHIPPED], rel["ceiling"]
+        name = f"{name}, {kind} ground truth"
         base = {m: t[m] for m in BASELINES + GRN if m in t}
         best = max(base, key=lambda m: t[m]["spearman_mean"])
         best_partial = max(base, key=lambda m: t[m]["partial_mean"] or -1)
@@ -298,14 +328,14 @@ def claims(rows: list[dict], results: dict[str, dict]) -> list[dict]:
                    s["spearman_mean"] >= t[best]["spearman_mean"]),
             _claim(f"siVAE reaches 0.8 of the noise ceiling ({name})",
                    f"{s['spearman_mean']:.3f} vs ceiling {ceiling:.3f} (split-half r "
-                   f"{res['reliability']['default']['split_half']:.3f}); ratio {s['spearman_mean'] / ceiling:.2f}",
+                   f"{rel['split_half']:.3f}); ratio {s['spearman_mean'] / ceiling:.2f}",
                    s["spearman_mean"] >= 0.8 * ceiling),
             _claim(f"siVAE knows more than the detection rate: partial Spearman 0.05 above every baseline's ({name})",
                    f"{s['partial_mean']:.3f} +- {s['partial_sd']:.3f} vs {best_partial} {t[best_partial]['partial_mean']:.3f}",
                    s["partial_mean"] > 0 and s["partial_mean"] >= t[best_partial]["partial_mean"] + 0.05),
             _claim(f"siVAE's top-20 genes have at least the baselines' mean ground truth ({name})",
                    f"{s['top20_mean']:.4f} vs {best_top} {t[best_top]['top20_mean']:.4f} "
-                   f"(best possible {np.nanmean(sorted(filter(None, res['truth']))[-20:]):.4f})",
+                   f"(best possible {np.nanmean(sorted(v for v in res[TRUTHS[kind]] if v is not None)[-20:]):.4f})",
                    s["top20_mean"] >= t[best_top]["top20_mean"]),
         ]
         if best_pve and s["pve_mean"] is not None:
@@ -352,7 +382,7 @@ def write(results: dict[str, dict], args: argparse.Namespace, argv: list[str] | 
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float))
     os.replace(tmp, path)
-    print(pd.DataFrame(rows).drop(columns="dataset").to_string(index=False))
+    print(pd.DataFrame(rows).drop(columns="dataset").to_string(index=False, max_colwidth=40))
     for c in payload["claims"]:
         print(f"[{c['reproduced']}] {c['claim']}: {c['ours']}")
     print(f"wrote {path} after {seconds:.0f} s")
@@ -374,12 +404,14 @@ def main(argv: list[str] | None = None) -> int:
         adata, s = load(name, args.quick)
         print(f"== {name}: {adata.n_obs} cells x {adata.n_vars} genes", flush=True)
         res: dict[str, Any] = {"genes": adata.var_names.tolist(), "settings": {k: str(v) for k, v in s.items()}}
-        if "truth" in args.parts:
-            res.update(truth_part(adata, s, not args.no_seed_reliability))
-        if "models" in args.parts:
-            res = combine([{"datasets": {name: res}}, {"datasets": {name: model_part(adata, s, args.rows, args.seeds)}}])[name]
+        tag = f"hubs_{args.tag}" if args.tag else "hubs"
         results[name] = res
-        write(results, args, argv, time.perf_counter() - t0, f"hubs_{args.tag}" if args.tag else "hubs")
+        if "truth" in args.parts:
+            truth_part(adata, s, not args.no_seed_reliability, res,
+                       lambda: write(results, args, argv, time.perf_counter() - t0, tag))
+        if "models" in args.parts:
+            results[name] = combine([{"datasets": {name: res}}, {"datasets": {name: model_part(adata, s, args.rows, args.seeds)}}])[name]
+        write(results, args, argv, time.perf_counter() - t0, tag)
     return 0
 
 
