@@ -16,9 +16,10 @@ Per data set (pbmc3k with 2,000 HVG; the simulated hub-and-spoke network; Kang's
     (ROWS) over seeds; with the shipped siVAE also its centrality measured on held-out cells and
     by two other accuracy formulas, and an ensemble over seeds of each model row.
 
-Runs can be split and merged: --parts truth (ground truth, reliability, baselines, GRN) and
---parts models --rows ... --seeds ... each write a partial JSON (--tag names it); --merge joins
-partial JSONs of one data set selection into hubs.json with the table and claims.
+Runs can be split and merged: --parts truth (both ground truths, the baselines, CLR), reliability
+(the default truth's split-half), grn (MRNET, neighbourhood PVEs) and models (--rows, --seeds) each
+write a partial JSON (--tag names it); --merge joins partial JSONs into hubs.json with the table
+and claims.
 
     .venv/bin/python benchmarks/hubs.py --quick                         # ~1 min, a smoke run
     .venv/bin/python benchmarks/hubs.py --datasets pbmc3k --parts truth --tag t
@@ -64,6 +65,7 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "siVAE NB": ("SIVAE", {"likelihood": "nb"}, {}),
     "siVAE epochs x3": ("SIVAE", {}, {"epochs_factor": 3}),
 }
+STAGES = ("truth", "reliability", "grn")
 BASELINES = ("detection rate", "mean expression", "PCA R^2", "correlation degree")
 GRN = ("CLR", "MRNET")
 
@@ -73,7 +75,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small data and models (about a minute)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON (default benchmarks/results[/quick])")
     p.add_argument("--datasets", default="pbmc3k", help=f"comma-separated from {DATASETS} (default pbmc3k)")
-    p.add_argument("--parts", default="truth,models", help="truth, models or both (default both)")
+    p.add_argument("--parts", default="truth,reliability,grn,models",
+                   help="any of truth, reliability, grn, models (default all)")
     p.add_argument("--rows", default=f"{SHIPPED},VAE", help=f"model rows, comma-separated, or 'all' ({', '.join(ROWS)})")
     p.add_argument("--seeds", default="0,1,2", help="model seeds (default 0,1,2)")
     p.add_argument("--no-seed-reliability", action="store_true",
@@ -87,7 +90,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.rows = list(ROWS) if args.rows == "all" else [r.strip() for r in args.rows.split(",") if r.strip()]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     unknown = [d for d in args.datasets if d not in DATASETS] + [r for r in args.rows if r not in ROWS]
-    if unknown or not args.parts <= {"truth", "models"}:
+    if unknown or not args.parts <= {*STAGES, "models"}:
         p.error(f"unknown data sets, rows or parts: {unknown or sorted(args.parts)}")
     if args.quick:
         args.seeds = args.seeds[:2]
@@ -145,11 +148,14 @@ def neighbourhood_pve(adata, methods: dict[str, Any], s: dict) -> dict[str, floa
     return {m: float(cmp["pve"][m].mean()) for m in methods}
 
 
-def truth_part(adata, s: dict, between_seeds: bool, res: dict[str, Any], save) -> None:
-    """Ground truth two ways, their reliability, the baselines and the GRN methods, into ``res``;
-    cheapest first, ``save()`` after each stage, so a run cut short keeps what it measured."""
+def truth_part(adata, s: dict, stages: set[str], between_seeds: bool, res: dict[str, Any], save) -> None:
+    """Into ``res``, per stage asked: "truth" (the ground truth two ways, the network-free one's
+    reliability, the baselines and CLR), "reliability" (the default truth's split-half) and "grn"
+    (MRNET and every baseline's neighbourhood PVE); ``save()`` after each, so a run cut short keeps
+    what it measured, and stages can run side by side in separate processes (--merge joins them)."""
     seconds: dict[str, float] = {}
-    res.update({"scores": {}, "pve": {}, "seconds": {}, "reliability": {}})
+    for key in ("scores", "pve", "seconds", "reliability"):
+        res.setdefault(key, {})
 
     def keep(label: str, values: Any = None, pve: float | None = None) -> None:
         if values is not None:
@@ -159,39 +165,47 @@ def truth_part(adata, s: dict, between_seeds: bool, res: dict[str, Any], save) -
         if label in seconds:
             res["seconds"][label] = {"0": seconds[label]}
 
-    binned, seconds["ground truth (binned)"] = timed(sivae.tl.centrality_ground_truth_binned, adata)
-    res["truth_binned"] = _floats(binned)
-    res["reliability"]["binned"], seconds["reliability (binned)"] = timed(
-        sivae.tl.split_half_reliability, adata, estimator=sivae.tl.centrality_ground_truth_binned, between_seeds=False)
     layer = KEYS.COUNTS if KEYS.COUNTS in adata.layers else None
-    keep("detection rate", *timed_into(seconds, "detection rate", sivae.tl.detection_rate, adata, layer=layer))
-    keep("mean expression", *timed_into(seconds, "mean expression", sivae.tl.mean_expression, adata, layer=layer))
-    keep("PCA R^2", *timed_into(seconds, "PCA R^2", sivae.tl.pca_centrality, adata, n_components=s["n_latent"]))
-    networks = {"most correlated": timed_into(seconds, "correlation degree", sivae.tl.correlation_network, adata)[0]}
-    keep("correlation degree", sivae.tl.degree_centrality(networks["most correlated"]))
-    networks["CLR"] = timed_into(seconds, "CLR", sivae.tl.grn, adata, method="clr")[0]
-    keep("CLR", sivae.tl.degree_centrality(networks["CLR"]))
-    print(f"  binned truth: split-half r {res['reliability']['binned']['split_half']:.3f}", flush=True)
-    save()
     gt = {"epochs": s["truth_epochs"], "n_components": s["components"]}
-    truth, seconds["ground truth"] = timed(sivae.tl.centrality_ground_truth, adata, **gt)
-    res["truth"] = _floats(truth)
-    res["reliability"]["default_vs_binned"] = float(spearmanr(truth, binned, nan_policy="omit").statistic)
-    save()
-    rel, seconds["reliability"] = timed(sivae.tl.split_half_reliability, adata, between_seeds=False, **gt)
-    if between_seeds:  # the networks' own randomness: the truth again with seed 1, on all the cells
-        other_seed, seconds["ground truth (seed 1)"] = timed(sivae.tl.centrality_ground_truth, adata.copy(), seed=1, **gt)
-        rel["between_seeds"] = float(spearmanr(truth, other_seed).statistic)
-    res["reliability"]["default"] = rel
-    print(f"  truth {seconds['ground truth']:.0f} s; split-half r {rel['split_half']:.3f} (ceiling {rel['ceiling']:.3f})", flush=True)
-    save()
-    networks["MRNET"] = timed_into(seconds, "MRNET", sivae.tl.grn, adata, method="mrnet")[0]
-    keep("MRNET", sivae.tl.degree_centrality(networks["MRNET"]))
-    pve = neighbourhood_pve(adata, {"PCA-Euc": "pca_loadings", **networks}, s)
-    for label, method in (("PCA R^2", "PCA-Euc"), ("correlation degree", "most correlated"), ("CLR", "CLR"), ("MRNET", "MRNET")):
-        keep(label, pve=pve[method])
-    res["seconds"].update({k: {"0": v} for k, v in seconds.items()})
-    save()
+    networks = {"most correlated": timed_into(seconds, "correlation degree", sivae.tl.correlation_network, adata)[0]}
+    networks["CLR"] = timed_into(seconds, "CLR", sivae.tl.grn, adata, method="clr")[0]
+    pca = timed_into(seconds, "PCA R^2", sivae.tl.pca_centrality, adata, n_components=s["n_latent"])
+    if "truth" in stages:
+        binned, seconds["ground truth (binned)"] = timed(sivae.tl.centrality_ground_truth_binned, adata)
+        res["truth_binned"] = _floats(binned)
+        res["reliability"]["binned"], seconds["reliability (binned)"] = timed(
+            sivae.tl.split_half_reliability, adata, estimator=sivae.tl.centrality_ground_truth_binned, between_seeds=False)
+        keep("detection rate", *timed_into(seconds, "detection rate", sivae.tl.detection_rate, adata, layer=layer))
+        keep("mean expression", *timed_into(seconds, "mean expression", sivae.tl.mean_expression, adata, layer=layer))
+        keep("PCA R^2", *pca)
+        keep("correlation degree", sivae.tl.degree_centrality(networks["most correlated"]))
+        keep("CLR", sivae.tl.degree_centrality(networks["CLR"]))
+        print(f"  binned truth: split-half r {res['reliability']['binned']['split_half']:.3f}", flush=True)
+        save()
+        truth, seconds["ground truth"] = timed(sivae.tl.centrality_ground_truth, adata, **gt)
+        res["truth"] = _floats(truth)
+        res["reliability"]["default_vs_binned"] = float(spearmanr(truth, binned, nan_policy="omit").statistic)
+        res["seconds"]["ground truth"] = {"0": seconds["ground truth"]}
+        print(f"  truth {seconds['ground truth']:.0f} s", flush=True)
+        save()
+    if "reliability" in stages:
+        rel, seconds["reliability"] = timed(sivae.tl.split_half_reliability, adata, between_seeds=False, **gt)
+        if between_seeds:  # the networks' own randomness: the truth again with seed 1, on all the cells
+            other = timed_into(seconds, "ground truth (seed 1)", sivae.tl.centrality_ground_truth, adata.copy(), seed=1, **gt)[0]
+            first = sivae.tl.centrality_ground_truth(adata.copy(), seed=0, **gt) if "truth" not in res else _series(res["truth"], res["genes"])
+            rel["between_seeds"] = float(spearmanr(first, other).statistic)
+        res["reliability"]["default"] = rel
+        res["seconds"]["reliability"] = {"0": seconds["reliability"]}
+        print(f"  default truth: split-half r {rel['split_half']:.3f} (ceiling {rel['ceiling']:.3f})", flush=True)
+        save()
+    if "grn" in stages:
+        networks["MRNET"] = timed_into(seconds, "MRNET", sivae.tl.grn, adata, method="mrnet")[0]
+        keep("MRNET", sivae.tl.degree_centrality(networks["MRNET"]))
+        pve = neighbourhood_pve(adata, {"PCA-Euc": "pca_loadings", **networks}, s)
+        for label, method in (("PCA R^2", "PCA-Euc"), ("correlation degree", "most correlated"), ("CLR", "CLR"),
+                              ("MRNET", "MRNET")):
+            keep(label, pve=pve[method])
+        save()
 
 
 def timed_into(seconds: dict[str, float], label: str, fn, *args, **kwargs) -> tuple[Any]:
@@ -309,7 +323,7 @@ def claims(rows: list[dict], results: dict[str, dict]) -> list[dict]:
     out = []
     for name, res in results.items():
         kind = next((k for k in TRUTHS if TRUTHS[k] in res and k in res.get("reliability", {})), None)
-        t = {r["method"]: r for r in rows if r["dataset"] == name and r["truth"] == kind}
+        t = {r["method"]: r for r in rows if r["dataset"] == name and r.get("truth") == kind}
         if SHIPPED not in t or kind is None:
             continue
         rel = res["reliability"][kind]
@@ -362,6 +376,8 @@ def combine(parts: list[dict]) -> dict[str, dict]:
                 if key in ("scores", "pve", "seconds"):
                     for label, per_seed in value.items():
                         into[key].setdefault(label, {}).update(per_seed)
+                elif key == "reliability":  # stages of the truth part may come from separate runs
+                    into.setdefault(key, {}).update(value)
                 else:
                     into[key] = value
     return merged
@@ -371,8 +387,10 @@ def write(results: dict[str, dict], args: argparse.Namespace, argv: list[str] | 
           name: str = "hubs") -> Path:
     rows = [r for n, res in results.items() for r in table(n, res)]
     if not rows:  # a models-only part: the table comes with --merge; keep the contract meanwhile
-        rows = [{"dataset": n, "method": m, "n_seeds": len(v)} for n, res in results.items()
-                for m, v in res["scores"].items()]
+        rows = [{"dataset": n, "truth": None, "method": m, "n_seeds": len(v)} for n, res in results.items()
+                for m, v in res.get("scores", {}).items()]
+        rows = rows or [{"dataset": n, "truth": None, "method": "(partial run: --merge for the table)", "n_seeds": 0}
+                        for n in results]
     payload = {"benchmark": "hubs", "paper": "Fig. 5a-b, Fig. S7-S9; issue 26",
                "command": " ".join([".venv/bin/python", "benchmarks/hubs.py", *(argv if argv is not None else sys.argv[1:])]),
                "quick": bool(args.quick), "seconds": seconds, "table": rows, "claims": claims(rows, results),
@@ -406,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         res: dict[str, Any] = {"genes": adata.var_names.tolist(), "settings": {k: str(v) for k, v in s.items()}}
         tag = f"hubs_{args.tag}" if args.tag else "hubs"
         results[name] = res
-        if "truth" in args.parts:
-            truth_part(adata, s, not args.no_seed_reliability, res,
+        if args.parts & set(STAGES):
+            truth_part(adata, s, args.parts & set(STAGES), not args.no_seed_reliability, res,
                        lambda: write(results, args, argv, time.perf_counter() - t0, tag))
         if "models" in args.parts:
             results[name] = combine([{"datasets": {name: res}}, {"datasets": {name: model_part(adata, s, args.rows, args.seeds)}}])[name]
