@@ -24,7 +24,7 @@ and claims.
     .venv/bin/python benchmarks/hubs.py --quick                         # ~1 min, a smoke run
     .venv/bin/python benchmarks/hubs.py --datasets pbmc3k --parts truth --tag t
     .venv/bin/python benchmarks/hubs.py --datasets pbmc3k --parts models --seeds 0 --tag s0
-    .venv/bin/python benchmarks/hubs.py --merge results/hubs_t.json results/hubs_s0.json ...
+    .venv/bin/python benchmarks/hubs.py --merge results/hubs_parts/hubs_t.json results/hubs_parts/hubs_s0.json
     .venv/bin/python benchmarks/hubs.py --rows all                      # the whole grid: many hours
 """
 
@@ -81,7 +81,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2", help="model seeds (default 0,1,2)")
     p.add_argument("--no-seed-reliability", action="store_true",
                    help="skip the ground truth's second seed (one full truth run less)")
-    p.add_argument("--tag", default=None, help="write hubs_<tag>.json, a partial run for --merge")
+    p.add_argument("--tag", default=None, help="write hubs_parts/hubs_<tag>.json, a partial run for --merge")
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON", help="join partial runs into hubs.json")
     args = p.parse_args(argv)
     args.out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
@@ -395,7 +395,8 @@ def write(results: dict[str, dict], args: argparse.Namespace, argv: list[str] | 
                "command": " ".join([".venv/bin/python", "benchmarks/hubs.py", *(argv if argv is not None else sys.argv[1:])]),
                "quick": bool(args.quick), "seconds": seconds, "table": rows, "claims": claims(rows, results),
                "load_average": list(os.getloadavg()), "datasets": results}
-    path = args.out / f"{name}.json"
+    # a partial run (--tag) goes into hubs_parts/, where make_report does not take it for a whole one
+    path = args.out / ("hubs_parts" if name != "hubs" else "") / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float))
