@@ -46,7 +46,6 @@ from scipy.stats import rankdata, spearmanr
 
 import sivae
 from sivae._constants import KEYS
-from sivae.tl.centrality import _reconstructions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("pbmc3k", "simulated", "kang")
@@ -250,7 +249,7 @@ def _centrality_variants(model, adata) -> dict[str, pd.Series]:
     out = {f"{SHIPPED} held-out cells": model.get_reconstruction_accuracy(held_out)}
     sums = np.zeros((6, adata.n_vars))  # n-free sums: t, p, t^2, p^2, t p, (t - p)^2
     n = 0
-    for truth, pred in _reconstructions(model, None):
+    for truth, pred in model.reconstructions():
         t, p = truth.double().cpu().numpy(), pred.double().cpu().numpy()
         sums += np.stack([t.sum(0), p.sum(0), (t * t).sum(0), (p * p).sum(0), (t * p).sum(0), ((t - p) ** 2).sum(0)])
         n += t.shape[0]
