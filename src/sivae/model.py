@@ -39,9 +39,28 @@ def accuracy_from_sums(sse: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, *,
     The one definition of siVAE's centrality (``var["sivae_centrality"]``, ``tl.centrality_ci``).
     ``sse``, ``s1`` and ``s2`` are float64 tensors of the same shape, (F,) or (R, F) for R
     replicates, and ``n`` the number of cells (an int, or a tensor broadcasting against them).
+    A feature (almost) constant on those cells (`_constant_features`) has no variance to explain:
+    its accuracy is NaN rather than a division by rounding error.
     """
-    var = (s2 / n - (s1 / n) ** 2).clamp_min(1e-12)
-    return (1.0 - (sse / n) / var).numpy()
+    sse, s1, s2 = (np.asarray(t, dtype=np.float64) for t in (sse, s1, s2))
+    n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    var = s2 / n - (s1 / n) ** 2
+    constant = _constant_features(var, s2 / n)
+    return np.where(constant, np.nan, 1.0 - (sse / n) / np.where(constant, 1.0, var))
+
+
+# A feature whose variance on the cells scored is at most this share of the scale (the larger of
+# its own mean square and the median feature's variance) is constant there up to rounding, and
+# 1 - MSE / variance would divide by rounding error (a gene seen in one held-out cell scored
+# -1.4e9): its accuracy is NaN. A gene seen in one of 800 cells is well above the floor.
+_VAR_FLOOR = 1e-6
+
+
+def _constant_features(var: np.ndarray, mean_square: np.ndarray) -> np.ndarray:
+    """Features whose variance is below `_VAR_FLOOR` of the scale, per row of (..., F) arrays."""
+    positive = np.where(var > 0, var, np.nan)
+    scale = np.nan_to_num(np.nanmedian(positive, axis=-1, keepdims=True), nan=0.0) if np.any(var > 0) else 0.0
+    return var <= _VAR_FLOOR * np.maximum(mean_square, scale)
 
 
 class BaseModel(ScoringMixin):
@@ -212,7 +231,9 @@ class BaseModel(ScoringMixin):
         """Per-feature 1 - MSE / variance of the reconstruction at the posterior means, (F,).
 
         On ``adata`` (all its cells) when given, else on the training cells. For "nb" the
-        comparison is in log1p(TP10K) space.
+        comparison is in log1p(TP10K) space. A feature (almost) constant on those cells (variance
+        at most 1e-6 of the larger of its mean square and the median feature's variance) has no
+        variance to explain: its accuracy is NaN rather than a division by rounding error.
         """
         if adata is None:
             self.require_data("get_reconstruction_accuracy() without new cells")
@@ -227,9 +248,12 @@ class BaseModel(ScoringMixin):
         embedding = gather_blocks(self._embed(self.cells, np.arange(start, stop)), len(self.cells))
         start, stop = my_block(len(self.train_idx))
         sums = self.reconstruction_sums(rows=self.train_idx[start:stop])
-        centrality = accuracy_from_sums(*(reduce_over_ranks(t) for t in sums), n=len(self.train_idx))
+        sse, s1, s2 = (np.asarray(reduce_over_ranks(t), dtype=np.float64) for t in sums)
+        n = len(self.train_idx)
+        centrality = accuracy_from_sums(sse, s1, s2, n=n)
+        constant = _constant_features(s2 / n - (s1 / n) ** 2, s2 / n)  # NaN by definition, not divergence
         loadings = self.get_loadings()
-        for name, values in (("cell embedding", embedding), ("loadings", loadings), ("centrality", centrality)):
+        for name, values in (("cell embedding", embedding), ("loadings", loadings), ("centrality", centrality[~constant])):
             if values is not None and not np.all(np.isfinite(values)):  # never hand back NaN as a result
                 raise TrainingDiverged(f"training diverged: the {name} holds non-finite values, so "
                                        "nothing was written; lower learning_rate or gamma and train again")
@@ -241,6 +265,11 @@ class BaseModel(ScoringMixin):
         split[self.val_idx] = "validation"
         adata.obs[KEYS.SPLIT] = split
         adata.uns[k.uns] = self._summary()
+        if constant.any():  # the reason for each NaN centrality, kept with the results
+            names = self.feature_names[constant]
+            adata.uns[k.uns]["centrality_undefined"] = names.tolist()
+            warnings.warn(f"{constant.sum()} features are constant on the training cells (e.g. {names[0]}): their "
+                          f"centrality var[{k.centrality!r}] is NaN; filter rarely detected genes to avoid it", stacklevel=3)
 
     def _summary(self) -> dict[str, Any]:
         from . import __version__

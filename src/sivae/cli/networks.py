@@ -26,6 +26,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("input", metavar="OUT.h5ad", help="h5ad written by `sivae fit`")
     p.add_argument("--top", type=_positive_int, default=20, help="how many genes (default 20)")
     p.add_argument("--key", default=KEYS.CENTRALITY, help=f"var column to rank by (default {KEYS.CENTRALITY})")
+    p.add_argument("--stability", metavar="MODEL_DIR", help="also print each hub's bootstrap rank interval "
+                   "(95%%, over the training cells), from the model `sivae fit --model-dir` saved")
+    p.add_argument("--n-boot", type=_positive_int, default=200, help="bootstrap replicates (default 200)")
     p.set_defaults(run=run_hubs)
 
     p = sub.add_parser("neighbors", help="a gene's nearest genes in the loading space (siVAE-Euc)",
@@ -62,8 +65,18 @@ def run_hubs(args: argparse.Namespace) -> int:
     """Print rank, gene and centrality of the top genes."""
     from sivae.tl import hubs
 
-    ranked = hubs(_read(args.input), n=args.top, key=args.key)
-    _print_table(("rank", "gene", args.key), ranked)
+    adata = _read(args.input)
+    if args.stability is None:
+        _print_table(("rank", "gene", args.key), hubs(adata, n=args.top, key=args.key))
+        return 0
+    from sivae import load_model
+
+    table = hubs(adata, n=args.top, key=args.key, stability=load_model(_check_input(args.stability), device="cpu"),
+                 n_boot=args.n_boot)
+    lines = ["\t".join(map(field, ("rank", "gene", args.key, "rank_low", "rank_high")))]
+    lines += [f"{rank}\t{field(gene)}\t{row[args.key]:.4f}\t{int(row['rank_low'])}\t{int(row['rank_high'])}"
+              for rank, (gene, row) in enumerate(table.iterrows(), start=1)]
+    print("\n".join(lines))
     return 0
 
 

@@ -181,7 +181,8 @@ def centrality(
     if not np.isfinite(scores).any():
         raise InputError(f"adata.var[{key!r}] holds no finite values; run model.train() first")
     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
-    xy = np.column_stack([np.arange(1, scores.size + 1), scores[order]])
+    floor = _robust_floor(scores)
+    xy = np.column_stack([np.arange(1, scores.size + 1), np.maximum(scores[order], floor)])
     values = _var_values(adata, color)
     values = None if values is None else values.iloc[order].reset_index(drop=True)
     rank_of = np.empty_like(order)
@@ -190,10 +191,19 @@ def centrality(
     fig, ax = _figure(ax, (7.0, 3.8))
     _scatter(ax, xy, values, _palette(adata, color, "var"), marked, _marked_label(highlight))
     ax.set(xlabel="feature rank", ylabel="reconstruction accuracy (1 - MSE/var)")
-    ax.set_title("per-feature reconstruction accuracy")
+    clipped = int(np.sum(scores < floor))
+    ax.set_title("per-feature reconstruction accuracy"
+                 + (f"\n({clipped} features below {floor:.3g} drawn at {floor:.3g})" if clipped else ""))
     _label(ax, xy, marked, adata.var_names[order], dx=20.0)  # right of the top-ranked stars
     _finish(ax)
     return _maybe_save(fig, path)
+
+
+def _robust_floor(scores: np.ndarray) -> float:
+    # the y axis spans the bulk of the features: a few badly reconstructed ones (accuracy -1e8 for
+    # a gene seen in one cell) would otherwise flatten every other feature onto one line
+    low, high = np.nanpercentile(scores, [5, 95])
+    return float(min(low - (high - low), 0.0)) if np.isfinite(low) else -np.inf
 
 
 def _check_adata(adata: Any) -> None:

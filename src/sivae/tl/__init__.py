@@ -27,6 +27,11 @@ from .grn import aracne, clr, grn, mrnet, mutual_information
 from .ground_truth import centrality_ground_truth
 from .neighborhoods import compare_neighborhoods, neighbors
 
+# hubs (issue 26): baselines that cost seconds, a ground truth without networks, its reliability
+from .baselines import correlation_degree, correlation_network, detection_rate, mean_expression, pca_centrality
+from .ground_truth import centrality_ground_truth_binned
+from .reliability import noise_ceiling, partial_spearman, split_half_reliability
+
 # interpretation (issue 16): attributions, their summary, Gene Relevance, agreement
 from .agreement import agreement, agreement_matrix
 from .attribution import attribute
@@ -36,4 +41,6 @@ from .gene_relevance import gene_relevance
 __all__ = ["hubs", "hubs_in_top", "isolated_norm_ratio", "knn_accuracy", "loading_silhouette"]
 __all__ += ["aracne", "centrality_ci", "centrality_ground_truth", "clr", "compare_neighborhoods",
             "degree_centrality", "edge_list", "edge_recovery", "grn", "mrnet", "mutual_information", "neighbors"]
+__all__ += ["centrality_ground_truth_binned", "correlation_degree", "correlation_network", "detection_rate",
+            "mean_expression", "noise_ceiling", "partial_spearman", "pca_centrality", "split_half_reliability"]
 __all__ += ["agreement", "agreement_matrix", "attribute", "gene_relevance", "summarize_attributions"]

@@ -15,7 +15,15 @@ from sivae._constants import KEYS
 from sivae._errors import InputError
 
 
-def hubs(adata: AnnData, *, n: int = 20, key: str = KEYS.CENTRALITY) -> pd.Series:
+def hubs(
+    adata: AnnData,
+    *,
+    n: int = 20,
+    key: str = KEYS.CENTRALITY,
+    stability: Any = None,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> pd.Series | pd.DataFrame:
     """The ``n`` most central features, ranked by per-feature reconstruction accuracy.
 
     A hub's expression pattern is what the model keeps to rebuild its many neighbours, so it is
@@ -24,17 +32,29 @@ def hubs(adata: AnnData, *, n: int = 20, key: str = KEYS.CENTRALITY) -> pd.Serie
     Parameters
     ----------
     adata
-        AnnData after ``model.train()``. Reads ``adata.var[key]``.
+        AnnData after ``model.train()``. Reads ``adata.var[key]``; with ``stability``, also
+        ``adata.var["sivae_centrality_rank_low"]`` and ``["sivae_centrality_rank_high"]``.
     n
         How many features to return; all of them if there are fewer.
     key
         Column of ``adata.var`` holding the centrality (default ``"sivae_centrality"``).
+    stability
+        How stable each hub's rank is, from `centrality_ci` (a bootstrap over cells, no
+        retraining). None (default): not asked. The trained model: run `centrality_ci` on the
+        training cells of ``adata`` (``obs["sivae_split"] == "train"``, where the centrality was
+        measured; all cells when that column is absent) and write its rank columns into
+        ``adata.var``. True: read the rank columns an earlier `centrality_ci` wrote.
+    n_boot, seed
+        Bootstrap replicates and their seed, when ``stability`` is a model.
 
     Returns
     -------
-    pandas.Series
-        Centrality of the top ``n`` features, highest first (ties in feature order), indexed by
-        ``adata.var_names`` and named ``key``; features whose centrality is NaN are left out.
+    pandas.Series or pandas.DataFrame
+        Without ``stability``: the centrality of the top ``n`` features, highest first (ties in
+        feature order), indexed by ``adata.var_names`` and named ``key``; features whose
+        centrality is NaN (constant on the cells measured) are left out. With it: a DataFrame of
+        the same features with columns ``key``, ``rank_low`` and ``rank_high`` (the central 95%
+        of the bootstrap ranks, 1 = most central).
     """
     if not isinstance(adata, AnnData):
         raise InputError(f"hubs expects an AnnData; got {type(adata).__name__}")
@@ -45,8 +65,29 @@ def hubs(adata: AnnData, *, n: int = 20, key: str = KEYS.CENTRALITY) -> pd.Serie
     scores = pd.Series(pd.to_numeric(adata.var[key], errors="coerce"), index=adata.var_names)
     if scores.isna().all():
         raise InputError(f"adata.var[{key!r}] holds no numeric values; run model.train() first")
-    ranked = scores.dropna().sort_values(ascending=False, kind="stable")
-    return ranked.iloc[: int(n)].rename(key)
+    ranked = scores.dropna().sort_values(ascending=False, kind="stable").iloc[: int(n)].rename(key)
+    if stability is None or stability is False:
+        return ranked
+    bounds = _rank_interval(adata, stability, n_boot, seed)
+    return pd.concat([ranked, bounds.loc[ranked.index]], axis=1)
+
+
+def _rank_interval(adata: AnnData, stability: Any, n_boot: int, seed: int) -> pd.DataFrame:
+    # (rank_low, rank_high) per feature of adata: from adata.var (True) or a fresh bootstrap (a model)
+    columns = {"rank_low": KEYS.CENTRALITY_RANK_LOW, "rank_high": KEYS.CENTRALITY_RANK_HIGH}
+    if stability is not True:
+        if not getattr(stability, "is_trained", False):
+            raise InputError(f"stability must be None, True or a trained model; got {type(stability).__name__}")
+        train = adata.obs[KEYS.SPLIT].astype(str).to_numpy() == "train" if KEYS.SPLIT in adata.obs else slice(None)
+        ci = centrality_ci(stability, adata[train].copy(), n_boot=n_boot, seed=seed)
+        for column, var_key in columns.items():
+            adata.var[var_key] = ci[column].reindex(adata.var_names).to_numpy()
+    missing = [k for k in columns.values() if k not in adata.var.columns]
+    if missing:
+        raise InputError(f"adata.var has no {missing[0]!r} column; pass stability=model (or run "
+                         "sivae.tl.centrality_ci(model, adata) first)")
+    return pd.DataFrame({c: pd.to_numeric(adata.var[k], errors="coerce").to_numpy() for c, k in columns.items()},
+                        index=adata.var_names)
 
 
 def degree_centrality(weights: Any, *, names: Any = None) -> pd.Series:
@@ -124,7 +165,8 @@ def centrality_ci(
     -------
     pandas.DataFrame
         Per gene (indexed by the model's features): ``centrality`` (on all the cells scored),
-        ``rank`` (1 = most central), ``rank_low`` and ``rank_high`` (the interval). The ranks
+        ``rank`` (1 = most central), ``rank_low`` and ``rank_high`` (the interval); a feature
+        constant on the cells scored has a NaN centrality and ranks last. The ranks
         are also written to ``var["<key_added>_rank"]``, ``var["<key_added>_rank_low"]`` and
         ``var["<key_added>_rank_high"]`` of ``adata`` (or of the model's AnnData).
     """

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
@@ -146,3 +147,80 @@ def _svd(X: torch.Tensor, r: int) -> torch.Tensor:
     _, _, vt = torch.linalg.svd(X.double(), full_matrices=False)
     return vt[:r].T.float().contiguous()
 
+
+def centrality_ground_truth_binned(
+    adata: AnnData,
+    *,
+    n_bins: int = 10,
+    max_cells: int | None = 10_000,
+    layer: str | None = None,
+    seed: int = 0,
+    key_added: str | None = None,
+) -> pd.Series:
+    """A ground truth without networks: per gene, the mean share of other genes' variance its bins explain.
+
+    The cells are cut into up to ``n_bins`` quantile bins of the query gene q (tied values, such
+    as the many zeros of a sparse gene, share a bin); for every other gene g, the between-bin
+    share of its variance is taken as ANOVA's omega squared, (SS_between - (k - 1) MS_within) /
+    (SS_total + MS_within), which removes what k bin means explain by chance. q's centrality is
+    the mean over g != q. No training: it checks `centrality_ground_truth` with a non-parametric
+    regression of each gene on q (a step function of q's quantiles instead of a network).
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, scaled; reads ``adata.X`` or ``adata.layers[layer]``.
+    n_bins
+        At most this many quantile bins per query gene (at least 2).
+    max_cells, layer, seed
+        As in `centrality_ground_truth` (``seed`` picks the sample of cells).
+    key_added
+        Column of ``adata.var`` the result is written to; None: not written.
+
+    Returns
+    -------
+    pandas.Series
+        Per gene, named "ground_truth_binned" (NaN for a gene constant across the cells).
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
+        raise InputError(f"n_bins must be an integer >= 2; got {n_bins!r}")
+    X = dense_cells(adata, layer, max_cells, seed).astype(np.float64)
+    n_cells, n_genes = X.shape
+    if n_genes < 2 or n_cells < 2 * n_bins:
+        raise InputError(f"the binned ground truth needs at least 2 genes and {2 * n_bins} cells; got {n_cells} x {n_genes}")
+    X -= X.mean(0)
+    total = (X ** 2).sum(0)  # SS_total per gene
+    valid = total > _MIN_VAR * n_cells
+    out = np.full(n_genes, np.nan)
+    step = max(1, _EVAL_BYTES // (8 * n_bins * n_genes))
+    for start in range(0, n_genes, step):
+        queries = [q for q in range(start, min(start + step, n_genes)) if valid[q]]
+        if queries:
+            out[queries] = _binned_pve(X, queries, n_bins, total, valid)
+    result = pd.Series(out, index=adata.var_names.copy(), name="ground_truth_binned")
+    if key_added is not None:
+        adata.var[key_added] = out
+    return result
+
+
+def _binned_pve(X: np.ndarray, queries: list[int], n_bins: int, total: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    # mean omega squared of the other valid genes, for each query gene, its bins as one sparse product
+    n_cells = X.shape[0]
+    labels, starts = [], [0]
+    for q in queries:
+        edges = np.unique(np.quantile(X[:, q], np.linspace(0, 1, n_bins + 1)[1:-1]))
+        _, bins = np.unique(np.searchsorted(edges, X[:, q], side="left"), return_inverse=True)
+        labels.append(bins + starts[-1])
+        starts.append(starts[-1] + int(bins.max()) + 1)
+    rows = np.concatenate(labels)
+    onehot = sp.csr_matrix((np.ones(rows.size), (rows, np.tile(np.arange(n_cells), len(queries)))),
+                           shape=(starts[-1], n_cells))
+    sums = onehot @ X  # (all bins, F): per bin, the sum of each gene
+    sizes = np.asarray(onehot.sum(1)).ravel()
+    between = np.add.reduceat(sums ** 2 / sizes[:, None], starts[:-1], axis=0)  # (queries, F): SS_between
+    k = np.diff(starts)[:, None]
+    within = (total - between) / np.maximum(n_cells - k, 1)  # MS_within
+    others = np.broadcast_to(valid, between.shape).copy()
+    others[np.arange(len(queries)), queries] = False
+    omega = np.where(others, (between - (k - 1) * within) / np.where(others, total + within, 1.0), 0.0)
+    return omega.sum(1) / np.maximum(others.sum(1), 1)
