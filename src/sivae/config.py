@@ -7,14 +7,15 @@ read back, so a hand-edited or foreign file is refused with one sentence rather 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import _params
 from ._errors import InputError
+from ._params import check_memory, is_int
 from .data.feature_input import METHODS as FEATURE_INPUT_METHODS
 from .module import LIKELIHOODS, VARIANCES
 
@@ -99,10 +100,6 @@ _FLOATS = ("gamma", "learning_rate", "l2", "holdout_fraction")
 _STRINGS = ("likelihood", "variance", "feature_input")
 
 
-def is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _check_type(name: str, value: Any) -> None:
     if name in _INTS or (name in _OPTIONAL_INTS and value is not None):
         ok = is_int(value)
@@ -124,28 +121,13 @@ def _check_type(name: str, value: Any) -> None:
 
 
 def check_fits_in_memory(module: torch.nn.Module, what: str) -> None:
-    """Refuse a network whose weights (and Adam's two moments) cannot fit in this machine's memory."""
+    """Refuse a network whose weights (and Adam's two moments) cannot fit in this process's memory."""
     n = sum(p.numel() for p in module.parameters())
-    need = 4 * n * 4  # float32 weights, gradients and Adam's two moments
-    try:
-        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not every platform tells
-        return
-    if need > have:
-        raise InputError(f"{what} has {n:,} weights and needs about {need / 2**30:,.1f} GiB to train, more "
-                         f"than this machine's {have / 2**30:,.1f} GiB; choose smaller hidden sizes")
+    check_memory(4 * n * 4, f"{what} has {n:,} weights and", "choose smaller hidden sizes")  # float32
+    # weights, gradients and Adam's two moments
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" picks CUDA when present, else the CPU; under torchrun, CUDA is GPU ``LOCAL_RANK``."""
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
-    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
-    return dev
+    """"auto" picks CUDA when present, else the CPU; under torchrun, CUDA is GPU ``LOCAL_RANK``;
+    devices that cannot hold data ("meta") are refused (see sivae._params.device)."""
+    return _params.device(device)
