@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from sivae import _params
 from sivae._errors import InputError
 
 from .attribution import CellwiseAttributions
@@ -75,8 +76,7 @@ def summarize_attributions(
     n, n_features, k = attr.shape
     if n < 2:
         raise InputError(f"a principal component needs at least 2 cells; the attributions hold {n}")
-    if isinstance(sketch_rank, bool) or int(sketch_rank) < 1:
-        raise InputError(f"sketch_rank must be a positive integer; got {sketch_rank!r}")
+    sketch_rank, seed = _params.count(sketch_rank, "sketch_rank"), _params.seed(seed)
     if inplace and (attr.adata.n_vars != n_features
                     or not np.array_equal(np.asarray(attr.adata.var_names), attr.feature_names)):
         raise InputError("writing the summary needs the attributed AnnData to hold exactly the model's "

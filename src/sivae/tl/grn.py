@@ -78,7 +78,10 @@ def mutual_information(X: Any) -> np.ndarray:
 
 # -- CLR, MRNET, ARACNE on an MI matrix --------------------------------------------------------------
 def _check_mi(mi: Any) -> np.ndarray:
-    mi = np.array(mi, dtype=np.float64)
+    try:
+        mi = np.array(mi, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"expected a numeric genes x genes MI matrix; got {type(mi).__name__}") from None
     if mi.ndim != 2 or mi.shape[0] != mi.shape[1] or mi.shape[0] < 2:
         raise InputError(f"expected a square genes x genes MI matrix with at least 2 genes; got shape {mi.shape}")
     if not np.isfinite(mi).all():
@@ -145,6 +148,7 @@ def aracne(mi: Any, *, eps: float = 0.0) -> np.ndarray:
     MI_ij < min(MI_ik, MI_kj) - eps; the remaining edges keep their MI. The triplet test is
     a (max, min) matrix product computed in blocks of rows with torch.
     """
+    eps = _params.non_negative(eps, "eps")
     mi = _check_mi(mi)
     n = mi.shape[0]
     m = torch.from_numpy(mi.astype(np.float32))
