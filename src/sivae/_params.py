@@ -32,6 +32,9 @@ class ParamError(InputError):
         self.expected, self.value = expected, value
         super().__init__(f"{name} must be {expected}; got {value!r}{hint}")
 
+    def __reduce__(self) -> tuple[type, tuple[str]]:  # crosses process boundaries as its sentence
+        return InputError, (str(self),)
+
 
 # -- numbers ---------------------------------------------------------------------------------------
 def is_int(value: Any) -> bool:
