@@ -132,7 +132,8 @@ def _finite(A: torch.Tensor, missing_ok: bool) -> torch.Tensor:
     return A
 
 
-def _moments(chunks: Iterator[torch.Tensor], missing_ok: bool, block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def _moments(chunks: Iterator[torch.Tensor], block: int = 256, *,
+             missing_ok: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums of A and of A A^T per dimension, (K, H) and (K, H, H), in float64.
 
     Chunks are pooled into blocks of ``block`` cells so that each update is one batched GEMM of
@@ -175,7 +176,7 @@ def _summary_factored(attr: CellwiseAttributions, center: bool) -> tuple[torch.T
         w = (B.transpose(1, 2) @ top)[..., 0]  # (K, r)
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-300)
         return Q @ w.T, V @ mean_a.T  # (F, K) each
-    sum_a, sum_aa = _moments(attr.factor_chunks(), _missing_ok(attr))
+    sum_a, sum_aa = _moments(attr.factor_chunks(), missing_ok=_missing_ok(attr))
     mean_a = sum_a / n
     cov = sum_aa - n * mean_a[:, :, None] * mean_a[:, None, :] if center else sum_aa
     _, vecs = torch.linalg.eigh(R @ cov @ R.T)  # (K, r, r), ascending
