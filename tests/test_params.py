@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import sivae
+import sivae.evaluation
 from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
@@ -477,8 +478,8 @@ def _other_cases(fitted, model):
     return {
         "knn_accuracy seed=-1": (lambda: sivae.tl.knn_accuracy(emb, labels, seed=-1), "seed must be"),
         "knn_accuracy seed=2.5": (lambda: sivae.tl.knn_accuracy(emb, labels, seed=2.5), "seed must be"),
-        "stratified_folds seed=2**70": (lambda: sivae.tl.stratified_folds(labels, seed=2**70), "seed must be"),
-        "default_k n_folds=2**70": (lambda: sivae.tl.default_k(labels, n_folds=2**70), "n_folds must be"),
+        "stratified_folds seed=2**70": (lambda: sivae.evaluation.stratified_folds(labels, seed=2**70), "seed must be"),
+        "default_k n_folds=2**70": (lambda: sivae.evaluation.default_k(labels, n_folds=2**70), "n_folds must be"),
         "summarize sketch_rank=nan": (lambda: sivae.tl.summarize_attributions(encoder_attr(), sketch_rank=np.nan),
                                       "sketch_rank must be a positive integer"),
         "summarize seed=2.5": (lambda: sivae.tl.summarize_attributions(encoder_attr(), seed=2.5), "seed must be"),

@@ -74,7 +74,7 @@ def train_grouped(
             loss.backward()
             optimiser.step()
         if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise InputError(f"the networks' training diverged (loss {float(loss)}) with learning_rate="
+            raise InputError(f"the networks' training diverged (loss {float(loss.detach())}) with learning_rate="
                              f"{learning_rate:g}; use a smaller learning rate")
     model.eval()
 

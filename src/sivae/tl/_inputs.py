@@ -30,7 +30,7 @@ def check_model_input(model: Any, adata: AnnData, what: str) -> None:
     rows = np.unique(np.linspace(0, n - 1, min(n, _SAMPLE_CELLS)).astype(np.int64)) if n else np.zeros(0, int)
     if not len(rows):
         return
-    x = model._other_cells(adata).rows(rows).double()  # (b, F) as the model would read it
+    x = model.cell_source(adata).rows(rows).double()  # (b, F) as the model would read it
     negative = bool((x < 0).any())
     mean_shift = float(x.mean(0).abs().median()) if len(rows) >= 20 else 0.0
     if (x.numel() >= _MIN_VALUES and not negative) or mean_shift > _MAX_MEAN_SHIFT:
