@@ -148,7 +148,7 @@ def test_degree_centrality_is_the_mean_weight_to_the_other_genes():
 def test_bad_input_gets_one_sentence(network):
     with pytest.raises(InputError, match="unknown method 'pearson'; choose one of clr"):
         grn(network, method="pearson")
-    with pytest.raises(InputError, match=r"needs about .* GB of memory but 1.0 KB is available"):
+    with pytest.raises(InputError, match=r"needs about .* GiB of memory but 1.0 KiB is available"):
         grn(AnnData(np.zeros((5, 20_000), dtype=np.float32)), max_memory=1024)
     with pytest.raises(InputError, match=r"\['regulators'\] apply to method 'grnboost2' only"):
         grn(network, method="clr", regulators=["c0_hub"])

@@ -140,7 +140,7 @@ def test_absurd_settings_are_refused_before_training(project, tmp_path, capsys, 
     out = tmp_path / "out.h5ad"
     assert main(["fit", str(project / "in.h5ad"), "-o", str(out), *TINY, option, value]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.startswith("sivae: error:")
+    assert "Traceback" not in err and err.startswith(("sivae: error:", "sivae fit: error:"))
     assert not out.exists()
 
 

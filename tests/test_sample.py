@@ -104,7 +104,7 @@ def test_nb_model_samples_counts(one_thread):
 
 def test_bad_input_gets_one_sentence(network):
     adata, model = network
-    with pytest.raises(InputError, match="n_cells must be an integer >= 1"):
+    with pytest.raises(InputError, match="n_cells must be a positive integer"):
         model.sample(0)
     untrained = sivae.SIVAE(adata.copy(), n_latent=2, encoder_hidden=(8,), device="cpu")
     with pytest.raises(InputError, match="needs a trained model"):

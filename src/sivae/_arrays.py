@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sivae import _params
 from sivae._errors import InputError
 
 
@@ -52,6 +53,5 @@ def _mask(x: Any, name: str, n: int) -> np.ndarray:
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
+    # fold counts and k beyond any number of cells refused here: numpy cannot hold 2**70
+    return _params.integer(value, name, minimum=minimum, maximum=2**31)

@@ -8,20 +8,20 @@ foreign file is refused with one sentence rather than a traceback.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
+from . import _params
 from ._errors import InputError
+from ._params import check_memory, is_int
 from .data.feature_input import METHODS as FEATURE_INPUT_METHODS
 from .module import LIKELIHOODS, VARIANCES, ModuleConfig
-from .settings import Interval, check, document, is_int, refuse_unknown, same_as, setting
+from .settings import Interval, check, document, refuse_unknown, same_as, setting
 from .train_config import TrainConfig
 
 __all__ = ["LIKELIHOODS", "VARIANCES", "ModelConfig", "check_fits_in_memory", "is_int", "resolve_device"]
-
 
 
 @document
@@ -96,28 +96,13 @@ class ModelConfig:
 
 
 def check_fits_in_memory(module: torch.nn.Module, what: str) -> None:
-    """Refuse a network whose weights (and Adam's two moments) cannot fit in this machine's memory."""
+    """Refuse a network whose weights (and Adam's two moments) cannot fit in this process's memory."""
     n = sum(p.numel() for p in module.parameters())
-    need = 4 * n * 4  # float32 weights, gradients and Adam's two moments
-    try:
-        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not every platform tells
-        return
-    if need > have:
-        raise InputError(f"{what} has {n:,} weights and needs about {need / 2**30:,.1f} GiB to train, more "
-                         f"than this machine's {have / 2**30:,.1f} GiB; choose smaller hidden sizes")
+    check_memory(4 * n * 4, f"{what} has {n:,} weights and", "choose smaller hidden sizes")  # float32
+    # weights, gradients and Adam's two moments
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" picks CUDA when present, else the CPU; under torchrun, CUDA is GPU ``LOCAL_RANK``."""
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was requested but no CUDA GPU is available; use device='auto' or 'cpu'")
-    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
-    return dev
+    """"auto" picks CUDA when present, else the CPU; under torchrun, CUDA is GPU ``LOCAL_RANK``;
+    devices that cannot hold data ("meta") are refused (see sivae._params.device)."""
+    return _params.device(device)

@@ -28,6 +28,7 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
+from . import _params
 from ._arrays import _labels, _matrix, _positive_int
 from ._constants import KEYS
 from ._errors import InputError
@@ -88,7 +89,7 @@ def stratified_folds(labels: Any, *, n_folds: int = 5, seed: int = 0) -> list[tu
     """
     y = np.asarray(labels, dtype=object)
     y = _labels(y, "labels", len(y))
-    n_folds = _positive_int(n_folds, "n_folds", minimum=2)
+    n_folds, seed = _positive_int(n_folds, "n_folds", minimum=2), _params.seed(seed)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise InputError(f"labels must have at least 2 distinct values; got {len(classes)}")

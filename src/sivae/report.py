@@ -14,7 +14,9 @@ import base64
 import html
 import io
 import json
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +130,42 @@ def _read_model_dir(model_dir: str | os.PathLike | None) -> dict[str, Any]:
     return meta
 
 
+def _run_record(uns: Any) -> dict[str, Any]:
+    """uns["sivae"] as `sivae fit` writes it, or one sentence naming the field that is not."""
+    where = f"adata.uns[{KEYS.UNS!r}]"
+    fix = "report on the h5ad that `sivae fit` wrote, or delete the entry"
+    if not isinstance(uns, Mapping):
+        raise InputError(f"{where} is a {type(uns).__name__}, not the record of a run; {fix}")
+    seconds = uns.get("training_seconds", 0.0)
+    try:
+        seconds = float(np.asarray(seconds, dtype=np.float64).item())
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InputError(f"{where}['training_seconds'] is {uns.get('training_seconds')!r}, not a number of "
+                         f"seconds; {fix}")
+    losses, params = uns.get("losses", {}), uns.get("params", {})
+    if not isinstance(losses, Mapping) or not isinstance(params, Mapping):
+        raise InputError(f"{where}['losses'] and ['params'] must be tables (mappings); {fix}")
+    lengths = {str(k): len(np.atleast_1d(v)) for k, v in losses.items()}
+    if len(set(lengths.values())) > 1:
+        raise InputError(f"{where}['losses'] has columns of different lengths {lengths}; {fix}")
+    if "phase" in losses and "epoch" not in losses:
+        raise InputError(f"{where}['losses'] has phases but no epochs; {fix}")
+    for key in ("epoch", "total", "val"):
+        if key in losses:
+            try:
+                np.asarray(losses[key], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InputError(f"{where}['losses'][{key!r}] holds values that are not numbers; {fix}") from None
+    return {**uns, "training_seconds": seconds}
+
+
 # -- sections -------------------------------------------------------------------------------------
 def _overview(adata: AnnData, uns: dict[str, Any], source: str | None) -> str:
     facts = {"cells": adata.n_obs, "features": adata.n_vars, "model": uns.get("model", "?"),
              "sivae version": uns.get("version", "?"),
-             "training seconds": float(uns.get("training_seconds", 0.0)),
+             "training seconds": uns["training_seconds"],
              "embedding dimensions": adata.obsm[KEYS.CELL_EMBEDDING].shape[1]}
     if KEYS.SPLIT in adata.obs:
         facts["held-out cells (early stopping)"] = int((adata.obs[KEYS.SPLIT] == "validation").sum())
@@ -280,7 +313,7 @@ def build_report(
     if color not in adata.obs and color not in adata.var_names:
         raise InputError(f"color {color!r} is neither a column of adata.obs nor a feature; choose one of "
                          f"{list(adata.obs.columns)[:8]}")
-    uns = adata.uns[KEYS.UNS]
+    uns = _run_record(adata.uns[KEYS.UNS])
     title = title or "siVAE report"
     sections = [
         ("overview", "Data and run", _overview(adata, uns, source)),

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError
+from ._params import is_int
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,6 @@ def same_as(cls: type, name: str) -> Any:
     that must accept the same setting (a model's config saves what its trainer reads)."""
     original = next(f for f in fields(cls) if f.name == name)
     return field(default=original.default, metadata=original.metadata)
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def is_number(value: Any) -> bool:

@@ -7,40 +7,25 @@ the same way, with one sentence, before doing any work.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
+from sivae import _params
 from sivae._errors import InputError
 from sivae._files import check_destination
 from sivae._inputs import check_input_file
+from sivae._params import cli_type
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+# argparse types built from the checkers the Python API uses (sivae._params), so both refuse the
+# same values naming the same expected kind
+_positive_int = cli_type(_params.count)
+_non_negative_float = cli_type(_params.non_negative, float)
+_positive_float = cli_type(_params.positive, float)
+_seed = cli_type(_params.seed)
+_n_jobs = cli_type(_params.jobs)
+_finite_float = cli_type(_params.number, float)
+_device = cli_type(_params.device_name, str, name="--device")
 
 
 def _top_genes(text: str) -> int | None:

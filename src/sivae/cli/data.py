@@ -7,7 +7,7 @@ from typing import Any
 
 from sivae._constants import KEYS
 
-from ._args import _check_output, _positive_float, _positive_int
+from ._args import _check_output, _positive_float, _positive_int, _seed
 
 
 def add_parsers(sub: Any) -> None:
@@ -47,7 +47,7 @@ def _add_simulate_large(sub: Any) -> None:
                    help="cells generated and written per step (default 10000)")
     p.add_argument("--compression", choices=("gzip", "lzf"),
                    help="compress the matrix (default: none, the fastest to read back)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the generator (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     p.set_defaults(run=_simulate_large)

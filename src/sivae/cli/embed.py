@@ -7,7 +7,7 @@ from typing import Any
 
 from sivae._errors import InputError
 
-from ._args import _check_input, _check_output
+from ._args import _check_input, _check_output, _device
 
 
 def add_parsers(sub: Any) -> None:
@@ -25,7 +25,7 @@ def _add_embed(sub: Any) -> None:
     p.add_argument("-o", "--output", metavar="OUT.h5ad", required=True, help="h5ad file to write")
     p.add_argument("--no-preprocess", action="store_true",
                    help="IN is already normalised and z-scored like the training data")
-    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
+    p.add_argument("--device", type=_device, default="auto", help="auto (a GPU when present), cpu or cuda")
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     p.set_defaults(run=run)
 

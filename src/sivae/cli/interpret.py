@@ -9,7 +9,7 @@ import numpy as np
 
 from sivae._constants import KEYS
 
-from ._args import _check_input, _check_output, _positive_int
+from ._args import _check_input, _check_output, _device, _finite_float, _positive_int, _seed
 
 
 def add_parsers(sub: Any) -> None:
@@ -32,10 +32,10 @@ def add_parsers(sub: Any) -> None:
                    help="reverse (default) or forward (saliency and grad_x_input only)")
     p.add_argument("--n-cells", type=_positive_int, metavar="N",
                    help="attribute a seeded sample of N cells (default: all cells)")
-    p.add_argument("--baseline", type=float, default=0.0,
+    p.add_argument("--baseline", type=_finite_float, default=0.0,
                    help="reference input of deeplift, integrated gradients and shapley (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the cell sample (default 0)")
-    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu or cuda")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the cell sample (default 0)")
+    p.add_argument("--device", type=_device, default="auto", help="auto (a GPU when present), cpu or cuda")
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     p.set_defaults(run=run)
 

@@ -11,7 +11,7 @@ from sivae._constants import KEYS
 from sivae._files import atomic_file
 from sivae._text import field
 
-from ._args import _check_input, _check_output, _positive_int
+from ._args import _check_input, _check_output, _n_jobs, _positive_int, _seed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,8 +49,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-o", "--output", metavar="NET.csv", required=True, help="CSV edge list to write")
     p.add_argument("--top", type=_positive_int, metavar="N", help="write only the N strongest edges")
     p.add_argument("--layer", help="read adata.layers[LAYER] instead of adata.X")
-    p.add_argument("--n-jobs", type=int, default=1, help="grnboost2: parallel jobs over targets")
-    p.add_argument("--seed", type=int, default=0, help="grnboost2: seed of the trees (default 0)")
+    p.add_argument("--n-jobs", type=_n_jobs, default=1,
+                   help="grnboost2: parallel jobs over targets, -1 for all cores (default 1)")
+    p.add_argument("--seed", type=_seed, default=0, help="grnboost2: seed of the trees (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite NET.csv")
     p.set_defaults(run=run_grn)
 

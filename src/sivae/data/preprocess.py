@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import KEYS
+from .. import _params
 from .._errors import InputError
 from .backed import is_backed
 from .record import PreprocessRecord, kept_features, scaled_record, subset_features
@@ -254,12 +255,9 @@ def _select_highly_variable(adata: AnnData, n_top_genes: int | None) -> bool:
 def _check_preprocess_args(
     n_top_genes: int | None, target_sum: float, max_value: float | None
 ) -> None:
-    if n_top_genes is not None and (
-        not isinstance(n_top_genes, (int, np.integer)) or n_top_genes < 1
-    ):
-        raise InputError(f"n_top_genes must be a positive integer or None, got {n_top_genes!r}")
-    if not (isinstance(target_sum, (int, float, np.number)) and target_sum > 0):
-        raise InputError(f"target_sum must be a positive number, got {target_sum!r}")
+    _params.optional_count(n_top_genes, "n_top_genes")
+    # infinite (or huge) totals overflow: scanpy then leaves the counts unnormalised
+    _params.number(target_sum, "target_sum", low=0.0, high=1e12, low_open=True)
     _check_max_value(max_value)
 
 

@@ -172,6 +172,8 @@ class Preprocessing:
         """
         if not isinstance(adata, AnnData):
             raise InputError(f"expected an AnnData of new cells, got {type(adata).__name__}")
+        if adata.isbacked:  # the replay reads every cell and returns them in memory: read them once
+            adata = adata.to_memory()
         check_unique_names(adata)
         check_anndata_matrices(adata)  # before any subset, which touches every matrix
         names = np.asarray(adata.var_names, dtype=str)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 
 import h5py
@@ -32,6 +32,7 @@ try:  # anndata >= 0.11 keeps its element writers in anndata.io
 except ImportError:  # pragma: no cover
     from anndata.experimental import write_elem
 
+from .. import _params
 from .._constants import KEYS
 from .._errors import InputError
 from .._files import atomic_file, check_destination, locked
@@ -137,8 +138,7 @@ def _check_args(
     sizes = {"n_cells": n_cells, "n_features": n_features, "n_programs": n_programs,
              "chunk_cells": chunk_cells}
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
+        _params.count(value, name)
     if n_programs > n_features:  # type: ignore[operator]
         raise InputError(f"n_programs ({n_programs}) exceeds n_features ({n_features}); each "
                          "program needs at least one gene, so lower n_programs")
@@ -148,27 +148,16 @@ def _check_args(
                          "denser data are better stored dense")
     if isinstance(fold, bool) or not isinstance(fold, Real) or not 1 <= fold < np.inf:
         raise InputError(f"fold must be a finite number >= 1, got {fold!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    _params.seed(seed)
     if compression not in _COMPRESSIONS:
         raise InputError(f"compression must be one of {_COMPRESSIONS}, got {compression!r}")
     # the plan holds (programs x features) float64 and bool tables, a chunk its non-zeros, and
     # every cell its type and name (about 64 bytes) until the annotations are written
     need = 24 * n_programs * n_features + 16 * chunk_cells * n_features * density + 64 * n_cells  # type: ignore[operator]
-    have = _physical_memory()
-    if have is not None and need > have / 2:
-        raise InputError(f"{n_cells:,} cells, {n_features:,} features, {n_programs} programs and chunks of "
-                         f"{chunk_cells:,} cells need about {need / 2**30:,.1f} GiB, more than half this machine's "
-                         f"{have / 2**30:,.1f} GiB; use fewer cells, features, programs or cells per chunk")
+    _params.check_memory(need, f"{n_cells:,} cells, {n_features:,} features, {n_programs} programs and chunks "
+                         f"of {chunk_cells:,} cells", "use fewer cells, features, programs or cells per chunk")
     if n_cells * n_features * density > 2**62:  # type: ignore[operator]
         raise InputError("that many non-zero counts cannot be indexed in an h5ad file; use fewer cells or features")
-
-
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not every platform tells
-        return None
 
 
 def _check_target(p: Path, *, force: bool) -> Path:

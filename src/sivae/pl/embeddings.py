@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
+from sivae._params import is_int
 from sivae.data.validate import check_anndata_matrices
 
 from ._common import _figure, _finish, _maybe_save
@@ -215,7 +216,7 @@ def _two_dims(matrix: np.ndarray, dims: tuple[int, int], name: str) -> np.ndarra
     if matrix.ndim != 2:
         raise InputError(f"{name} must be 2-D; got shape {matrix.shape}")
     n_dims = matrix.shape[1]
-    ok = len(dims) == 2 and all(isinstance(d, (int, np.integer)) and 0 <= d < n_dims for d in dims)
+    ok = isinstance(dims, Sequence) and len(dims) == 2 and all(is_int(d) and 0 <= d < n_dims for d in dims)
     if not ok:
         raise InputError(f"dims must be two indices below {n_dims} ({name}); got {dims!r}")
     return np.asarray(matrix[:, list(dims)], dtype=np.float64)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from sivae._constants import KEYS
 from sivae._errors import InputError
+from sivae._params import is_int
 from sivae.tl.agreement import agreement_matrix
 
 from ._common import _figure, _maybe_save
@@ -125,6 +126,8 @@ def loadings_image(
     if not isinstance(adata, AnnData):
         raise InputError(f"expected an AnnData, got {type(adata).__name__}")
     loadings = {"siVAE": KEYS.LOADINGS} if loadings is None else dict(loadings)
+    if not (isinstance(shape, Sequence) and len(shape) == 2 and all(is_int(n) and n >= 1 for n in shape)):
+        raise InputError(f"shape must be two positive integers (image height, width); got {shape!r}")
     n_pixels = int(np.prod(shape))
     index = _pixel_index(adata, n_pixels, pixel_key)
     mats = {}

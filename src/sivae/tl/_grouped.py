@@ -10,6 +10,7 @@ is a sum over groups, so each group's gradient is exactly that of its own traini
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +18,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
+from sivae import _params
 from sivae._errors import InputError
 
 _MIN_VAR = 1e-8
@@ -28,6 +30,9 @@ class GroupedMLP(nn.Module):
     def __init__(self, n_groups: int, n_in: int, hidden: Sequence[int], n_out: int) -> None:
         super().__init__()
         sizes = [n_in, *hidden, n_out]
+        n_weights = n_groups * sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        _params.check_memory(16.0 * n_weights, f"{n_groups:,} networks of widths {tuple(hidden)}",
+                             "choose smaller hidden widths or fewer genes")  # float32 weights, grads, Adam
         self.weights = nn.ParameterList(
             nn.Parameter(torch.randn(n_groups, a, b) * (2.0 / a) ** 0.5) for a, b in zip(sizes[:-1], sizes[1:])
         )
@@ -68,7 +73,19 @@ def train_grouped(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+        if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise InputError(f"the networks' training diverged (loss {float(loss.detach())}) with learning_rate="
+                             f"{learning_rate:g}; use a smaller learning rate")
     model.eval()
+
+
+def check_training(hidden: Any, epochs: Any, batch_size: Any, learning_rate: Any, holdout_fraction: Any,
+                   max_cells: Any, seed: Any) -> tuple[tuple[int, ...], int, int, float, float, int | None, int]:
+    """The settings every grouped-network tool shares, checked before any data is read."""
+    return (_params.sizes(hidden, "hidden"), _params.count(epochs, "epochs"),
+            _params.count(batch_size, "batch_size"), _params.learning_rate(learning_rate),
+            _params.fraction(holdout_fraction, "holdout_fraction", closed_high=False),
+            _params.optional_count(max_cells, "max_cells"), _params.seed(seed))
 
 
 def split_cells(n_cells: int, holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

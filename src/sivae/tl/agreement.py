@@ -17,6 +17,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy.stats import spearmanr
 
+from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
 
@@ -75,7 +76,16 @@ def agreement(
         raise InputError(f"expected an AnnData, got {type(adata).__name__}")
     if not isinstance(loadings, Mapping) or len(loadings) < 2:
         raise InputError("loadings must be a mapping of at least two names to interpretations")
+    names = [str(name) for name in loadings]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise InputError(f"two interpretations are both named {clash[0]!r} once written as text (e.g. 1 and '1'); "
+                         "give each a distinct name")
     mats = {str(name): _resolve(adata, str(name), value) for name, value in loadings.items()}
+    if dims is not None:
+        if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+            raise InputError(f"dims must be a list of dimension indices (0-based); got {dims!r}")
+        dims = [_params.integer(d, "each entry of dims", minimum=0) for d in dims]
     widths = sorted({m.shape[1] for m in mats.values()})
     if dims is None:
         if len(widths) > 1:
@@ -83,6 +93,11 @@ def agreement(
         dims = list(range(widths[0]))
     if not len(dims) or min(dims) < 0 or max(dims) >= widths[0]:
         raise InputError(f"dims must index the {widths[0]} dimensions every interpretation has; got {list(dims)}")
+    for name, matrix in mats.items():
+        flat = [d for d in dims if np.ptp(matrix[:, d]) == 0]
+        if flat:
+            raise InputError(f"{name!r} is the same for every feature in dimension {flat[0] + 1}, so its rank "
+                             "correlation is undefined; check how it was computed (e.g. too few cells summarised)")
     rows = []
     for a, b in combinations(mats, 2):
         rho = [abs(spearmanr(mats[a][:, d], mats[b][:, d])[0]) for d in dims]

@@ -38,8 +38,11 @@ import torch
 from anndata import AnnData
 from torch import nn
 
+from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
+
+from ._inputs import check_model_input
 
 METHODS = ("saliency", "grad_x_input", "deeplift", "integrated_gradients", "shapley")
 FORWARD_METHODS = ("saliency", "grad_x_input")
@@ -301,6 +304,25 @@ def _check_model(model: Any, target: str) -> None:
         )
 
 
+def _check_baseline(baseline: Any, model: Any, target: str) -> float | np.ndarray:
+    # a number, or one value per input (K latent dims on the decoder, F features on the encoder),
+    # finite in the model's dtype: 1e300 is finite in float64 and infinite in float32
+    n_in = model.config.n_latent if target == "decoder" else len(model.feature_names)
+    dtype = next(model.module.parameters()).dtype
+    try:
+        value = np.asarray(baseline, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"baseline must be a number or {n_in} numbers; got {type(baseline).__name__}") from None
+    if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != n_in):
+        raise InputError(f"baseline must be a number or one value per input of the {target} ({n_in}); "
+                         f"got shape {value.shape}")
+    limit = torch.finfo(dtype).max
+    if not (np.isfinite(value).all() and (np.abs(value) <= limit).all()):
+        raise InputError(f"baseline must be finite in the model's {str(dtype).replace('torch.', '')} "
+                         f"(|value| <= {limit:.3g}); got {baseline!r}")
+    return float(value) if value.ndim == 0 else value
+
+
 def _sample_cells(n_obs: int, n_cells: int | None, seed: int) -> np.ndarray:
     if n_cells is None:
         return np.arange(n_obs)
@@ -379,15 +401,16 @@ def attribute(
     _check_model(model, target)
     if not isinstance(adata, AnnData):
         raise InputError(f"expected an AnnData, got {type(adata).__name__}")
-    if not np.isfinite(baseline):
-        raise InputError(f"baseline must be a finite number; got {baseline!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise InputError(f"batch_size must be a positive integer or None; got {batch_size!r}")
-    if n_steps < 1 or n_samples < 1:
-        raise InputError(f"n_steps and n_samples must be positive; got {n_steps} and {n_samples}")
+    seed, batch_size = _params.seed(seed), _params.optional_count(batch_size, "batch_size")
+    n_steps, n_samples = _params.count(n_steps, "n_steps"), _params.count(n_samples, "n_samples")
+    if method == "integrated_gradients":  # Gauss-Legendre nodes: eigenvalues of an n x n matrix
+        _params.check_memory(4 * 8.0 * n_steps**2, f"integrated gradients with n_steps={n_steps:,}",
+                             "use fewer steps (50 is captum's default)")
+    baseline = _check_baseline(baseline, model, target)
+    check_model_input(model, adata, "attribute")
     cells = _sample_cells(adata.n_obs, n_cells, seed)
     return Attributions(model, adata, cells, method=method, target=target, mode=mode,
-                        baseline=float(baseline), batch_size=batch_size,
+                        baseline=baseline, batch_size=batch_size,
                         options={"n_steps": n_steps, "n_samples": n_samples, "seed": seed})
 
 # -- summary: per-cell attributions -> F x K loadings ---------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from sivae import _params
 from sivae._errors import InputError
 
 from .attribution import CellwiseAttributions
@@ -75,8 +76,7 @@ def summarize_attributions(
     n, n_features, k = attr.shape
     if n < 2:
         raise InputError(f"a principal component needs at least 2 cells; the attributions hold {n}")
-    if isinstance(sketch_rank, bool) or int(sketch_rank) < 1:
-        raise InputError(f"sketch_rank must be a positive integer; got {sketch_rank!r}")
+    sketch_rank, seed = _params.count(sketch_rank, "sketch_rank"), _params.seed(seed)
     if inplace and (attr.adata.n_vars != n_features
                     or not np.array_equal(np.asarray(attr.adata.var_names), attr.feature_names)):
         raise InputError("writing the summary needs the attributed AnnData to hold exactly the model's "
@@ -87,6 +87,10 @@ def summarize_attributions(
         U, mean = _summary_factored(attr, center)
     else:
         U, mean = _summary_sketched(attr, center, int(sketch_rank), seed)
+    empty = np.flatnonzero((U.norm(dim=0) < 0.5).cpu().numpy())  # a unit vector, unless S had no spread
+    if len(empty):
+        raise InputError(f"the attributions along dimension {empty[0] + 1} are the same in all {n} cells, so they "
+                         "have no principal component; attribute more cells, or summarise with center=False")
     U = _align_signs(U, mean if ref is None else torch.as_tensor(ref, dtype=U.dtype, device=U.device))
     out = U.float().cpu().numpy()
     if inplace:
@@ -112,7 +116,24 @@ def _reference(attr: CellwiseAttributions, reference: str | np.ndarray | None) -
     return ref
 
 
-def _moments(chunks: Iterator[torch.Tensor], block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def _missing_ok(attr: CellwiseAttributions) -> bool:
+    # Gene Relevance marks partials it cannot estimate with NaN (they count as 0 in the summary);
+    # a network's attributions have no such gaps: a NaN there is an overflow to report
+    return bool(getattr(attr, "nan_means_missing", False))
+
+
+def _finite(A: torch.Tensor, missing_ok: bool) -> torch.Tensor:
+    if missing_ok:
+        A = torch.where(A.isnan(), torch.zeros_like(A), A)
+    if not torch.isfinite(A).all():
+        raise InputError(f"{int((~torch.isfinite(A)).sum())} attributions are NaN or infinite (the network "
+                         "overflowed at these inputs or baseline); use a baseline and inputs on the scale of "
+                         "the model's data")
+    return A
+
+
+def _moments(chunks: Iterator[torch.Tensor], block: int = 256, *,
+             missing_ok: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums of A and of A A^T per dimension, (K, H) and (K, H, H), in float64.
 
     Chunks are pooled into blocks of ``block`` cells so that each update is one batched GEMM of
@@ -123,7 +144,7 @@ def _moments(chunks: Iterator[torch.Tensor], block: int = 256) -> tuple[torch.Te
 
     def flush() -> None:
         nonlocal sum_a, sum_aa
-        A = torch.cat(pooled).double().nan_to_num()  # (b, H, K)
+        A = _finite(torch.cat(pooled).double(), missing_ok)  # (b, H, K)
         At = A.permute(2, 1, 0)  # (K, H, b)
         if sum_aa is None:
             sum_a, sum_aa = A.sum(0).T, At @ At.transpose(1, 2)
@@ -147,14 +168,15 @@ def _summary_factored(attr: CellwiseAttributions, center: bool) -> tuple[torch.T
     n, H = attr.shape[0], V.shape[1]
     Q, R = torch.linalg.qr(V)  # (F, r), (r, H)
     if n <= H:  # keep A (n H K floats, no more than the moments): n x n problems, not r x r
-        A = torch.cat([a.double().nan_to_num() for a in attr.factor_chunks()]).permute(2, 0, 1)  # (K, n, H)
+        missing_ok = _missing_ok(attr)
+        A = torch.cat([_finite(a.double(), missing_ok) for a in attr.factor_chunks()]).permute(2, 0, 1)  # (K, n, H)
         mean_a = A.mean(1)  # (K, H)
         B = (A - mean_a[:, None, :] if center else A) @ R.T  # (K, n, r)
         top = torch.linalg.eigh(B @ B.transpose(1, 2))[1][:, :, -1:]  # (K, n, 1)
         w = (B.transpose(1, 2) @ top)[..., 0]  # (K, r)
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-300)
         return Q @ w.T, V @ mean_a.T  # (F, K) each
-    sum_a, sum_aa = _moments(attr.factor_chunks())
+    sum_a, sum_aa = _moments(attr.factor_chunks(), missing_ok=_missing_ok(attr))
     mean_a = sum_a / n
     cov = sum_aa - n * mean_a[:, :, None] * mean_a[:, None, :] if center else sum_aa
     _, vecs = torch.linalg.eigh(R @ cov @ R.T)  # (K, r, r), ascending
@@ -167,7 +189,7 @@ def _summary_sketched(attr: CellwiseAttributions, center: bool, rank: int, seed:
     omega = sum_s = Y = None
     n = 0
     for S in attr.chunks():  # (b, F, K)
-        S = S.double().nan_to_num()
+        S = _finite(S.double(), _missing_ok(attr))
         if omega is None:
             gen = torch.Generator().manual_seed(seed)
             omega = (torch.eye(n_features, dtype=S.dtype) if exact

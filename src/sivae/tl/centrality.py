@@ -11,8 +11,11 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
+
+from ._inputs import check_model_input
 
 
 def hubs(
@@ -172,12 +175,16 @@ def centrality_ci(
     """
     if not getattr(model, "is_trained", False):
         raise InputError("centrality_ci needs a trained model; call model.train() first")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
-        raise InputError(f"n_boot must be an integer >= 2; got {n_boot!r}")
-    if not 0 < level < 1:
-        raise InputError(f"level must be in (0, 1); got {level!r}")
+    n_boot = _params.integer(n_boot, "n_boot", minimum=2)
+    level = _params.fraction(level, "level", closed_high=False)
+    seed = _params.seed(seed)
+    # the replicates' sums, accuracies and ranks (about 8 x n_boot x genes) and one chunk's weights, float64
+    _params.check_memory(8.0 * n_boot * (8 * len(model.feature_names) + 4096), f"{n_boot:,} bootstrap replicates",
+                         "use fewer replicates (the default is 200)")
     if adata is None:
         model.require_data("centrality_ci() without cells")
+    else:
+        check_model_input(model, adata, "centrality_ci")
     from sivae.model import accuracy_from_sums
 
     rng = np.random.default_rng(seed)

@@ -23,6 +23,7 @@ from anndata import AnnData
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
 from sivae.data.loaders import CellMatrix
@@ -37,6 +38,7 @@ class GeneRelevance(CellwiseAttributions):
     """Per-cell partial derivatives of each gene along each embedding dimension; see :func:`gene_relevance`."""
 
     default_key = KEYS.GENE_RELEVANCE
+    nan_means_missing = True  # NaN: fewer than two neighbours give a partial (0 in the summary)
 
     def __init__(self, adata: AnnData, matrix: CellMatrix, coords: np.ndarray, neighbours: np.ndarray,
                  small: float, batch_size: int, description: str) -> None:
@@ -133,12 +135,18 @@ def gene_relevance(
     """
     if not isinstance(adata, AnnData):
         raise InputError(f"expected an AnnData, got {type(adata).__name__}")
+    if not isinstance(basis, str):
+        raise InputError(f"basis must be the name of an embedding in adata.obsm, such as 'sivae'; got {basis!r}")
+    seed, batch_size = _params.seed(seed), _params.optional_count(batch_size, "batch_size")
     key = basis if basis.startswith("X_") else f"X_{basis}"
     if key not in adata.obsm:
         raise InputError(f"adata.obsm has no {key!r} embedding; train a model or pass basis= one of {list(adata.obsm)}")
     coords = np.asarray(adata.obsm[key], dtype=np.float64)
     if dims is not None:
-        if not len(dims) or min(dims) < 0 or max(dims) >= coords.shape[1]:
+        if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
+            raise InputError(f"dims must be a list of dimension indices (0-based); got {dims!r}")
+        dims = [_params.integer(d, "each entry of dims", minimum=0) for d in dims]
+        if not len(dims) or max(dims) >= coords.shape[1]:
             raise InputError(f"dims must index the {coords.shape[1]} dimensions of {key!r}; got {list(dims)}")
         coords = coords[:, list(dims)]
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or not 2 <= n_neighbors < adata.n_obs:

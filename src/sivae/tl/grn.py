@@ -18,7 +18,6 @@ follow arboreto's.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from scipy.special import ndtri
 from scipy.stats import rankdata
 from sklearn.ensemble import GradientBoostingRegressor
 
+from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
 from sivae.data.validate import check_matrix
@@ -79,7 +79,10 @@ def mutual_information(X: Any) -> np.ndarray:
 
 # -- CLR, MRNET, ARACNE on an MI matrix --------------------------------------------------------------
 def _check_mi(mi: Any) -> np.ndarray:
-    mi = np.array(mi, dtype=np.float64)
+    try:
+        mi = np.array(mi, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"expected a numeric genes x genes MI matrix; got {type(mi).__name__}") from None
     if mi.ndim != 2 or mi.shape[0] != mi.shape[1] or mi.shape[0] < 2:
         raise InputError(f"expected a square genes x genes MI matrix with at least 2 genes; got shape {mi.shape}")
     if not np.isfinite(mi).all():
@@ -146,6 +149,7 @@ def aracne(mi: Any, *, eps: float = 0.0) -> np.ndarray:
     MI_ij < min(MI_ik, MI_kj) - eps; the remaining edges keep their MI. The triplet test is
     a (max, min) matrix product computed in blocks of rows with torch.
     """
+    eps = _params.non_negative(eps, "eps")
     mi = _check_mi(mi)
     n = mi.shape[0]
     m = torch.from_numpy(mi.astype(np.float32))
@@ -179,7 +183,7 @@ def _boost_one(
 ) -> np.ndarray:
     # importances of the regulators for one target, scaled by the trees grown (as arboreto does)
     inputs = regulators[regulators != target]
-    regressor = GradientBoostingRegressor(random_state=seed + target, **settings)
+    regressor = GradientBoostingRegressor(random_state=(seed + target) % 2**32, **settings)
     monitor = _OutOfBagStop() if settings["subsample"] < 1 else None  # no out-of-bag cells otherwise
     regressor.fit(X[:, inputs], X[:, target], monitor=monitor)
     weights = np.zeros(X.shape[1])
@@ -213,14 +217,16 @@ def grnboost2(
         Regulators x targets importances (row i, column j: i's importance for predicting j),
         zero for genes that are not candidate regulators and on the diagonal.
     """
+    settings = check_grnboost2_options(dict(learning_rate=learning_rate, max_trees=max_trees,
+                                            max_features=max_features, subsample=subsample, max_depth=max_depth))
+    n_jobs, seed = _params.jobs(n_jobs), _params.seed(seed)
     X = _dense(X, "X")
     n_genes = X.shape[1]
     candidates = np.arange(n_genes) if regulators is None else np.unique(np.asarray(regulators, dtype=int))
     if len(candidates) < 1 or candidates.min() < 0 or candidates.max() >= n_genes:
         raise InputError(f"regulators must index the {n_genes} genes; got {len(candidates)} indices out of range or none")
-    settings = dict(learning_rate=learning_rate, n_estimators=max_trees, max_features=max_features,
-                    subsample=subsample, max_depth=max_depth)
-    columns = Parallel(n_jobs=n_jobs)(
+    settings["n_estimators"] = settings.pop("max_trees")
+    columns = Parallel(n_jobs=n_jobs if n_jobs == -1 else min(n_jobs, n_genes))(
         delayed(_boost_one)(X, t, candidates, settings, seed) for t in range(n_genes)
     )
     return np.stack(columns, axis=1)  # (regulators, targets)
@@ -277,6 +283,9 @@ def grn(
         raise InputError(f"options {extra} apply to method 'grnboost2' only")
     if layer is not None and layer not in adata.layers:
         raise InputError(f"adata.layers has no {layer!r}; choose one of {list(adata.layers)} or None for adata.X")
+    if method == "grnboost2":
+        check_grnboost2_options(grnboost2_options)
+        n_jobs, seed = _params.jobs(n_jobs), _params.seed(seed)
     n_cells, n_genes = adata.shape
     if n_genes < 2 or n_cells < 3:
         raise InputError(f"a network needs at least 2 genes and 3 cells; got {n_cells} x {n_genes}")
@@ -300,35 +309,21 @@ def grn(
 def check_memory(n_cells: int, n_genes: int, *, method: str, max_memory: float | None = None) -> None:
     """Refuse a network that would not fit in memory, saying how much it needs."""
     need = _SQUARE_MATRICES[method] * 8.0 * n_genes**2 + 2 * 8.0 * n_cells * n_genes
-    available = _available_memory() if max_memory is None else float(max_memory)
-    if available is not None and need > available:
-        raise InputError(
-            f"a {method} network on {n_genes:,} genes x {n_cells:,} cells needs about {_size(need)} of "
-            f"memory but {_size(available)} is available; restrict adata to fewer genes (e.g. highly variable ones)"
-        )
+    if max_memory is not None:
+        max_memory = _params.positive(max_memory, "max_memory")
+    _params.check_memory(need, f"a {method} network on {n_genes:,} genes x {n_cells:,} cells",
+                         "restrict adata to fewer genes (e.g. highly variable ones)", available=max_memory)
 
 
-def _available_memory() -> float | None:
-    # MemAvailable from /proc/meminfo (Linux); elsewhere no check
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _size(n_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n_bytes < 1024 or unit == "TB":
-            return f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} TB"
+def check_grnboost2_options(options: dict[str, Any]) -> dict[str, Any]:
+    """GRNBoost2's settings, checked before any tree grows (scikit-learn's own errors would
+    surface from inside the per-target loop); unknown names refused."""
+    checks = {"learning_rate": _params.learning_rate, "max_trees": _params.count,
+              "max_features": _params.fraction, "subsample": _params.fraction, "max_depth": _params.count}
+    unknown = sorted(set(options) - set(checks))
+    if unknown:
+        raise InputError(f"unknown grnboost2 options {unknown}; choose from {sorted(checks)}")
+    return {name: checks[name](value, name) for name, value in options.items()}
 
 
 def _dense(X: Any, name: str) -> np.ndarray:

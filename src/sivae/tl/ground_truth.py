@@ -25,10 +25,12 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
 
-from ._grouped import _MIN_VAR, GroupedMLP, dense_cells, split_cells, standardise, train_grouped
+from ._grouped import (_MIN_VAR, GroupedMLP, check_training, dense_cells, split_cells, standardise,
+                       train_grouped)
 
 _EVAL_BYTES = 128 * 2**20  # one (queries x cells x genes) block of held-out predictions
 
@@ -76,12 +78,13 @@ def centrality_ground_truth(
         Ground-truth centrality per gene (indexed by ``adata.var_names``), also written to
         ``adata.var[key_added]``.
     """
+    hidden, epochs, batch_size, learning_rate, holdout_fraction, max_cells, seed = check_training(
+        hidden, epochs, batch_size, learning_rate, holdout_fraction, max_cells, seed)
+    n_components = _params.optional_count(n_components, "n_components")
     X = dense_cells(adata, layer, max_cells, seed)
     n_cells, n_genes = X.shape
     if n_genes < 2 or n_cells < 10:
         raise InputError(f"ground-truth centrality needs at least 2 genes and 10 cells; got {n_cells} x {n_genes}")
-    if not 0 < holdout_fraction < 1:
-        raise InputError(f"holdout_fraction must be in (0, 1); got {holdout_fraction}")
     train, held_out = split_cells(n_cells, holdout_fraction, seed)
     X = torch.from_numpy(X)
     X = standardise(X, train)  # (C, F)

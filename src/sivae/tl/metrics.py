@@ -13,6 +13,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from sivae import _params
 from sivae._arrays import _labels, _mask, _matrix, _positive_int
 from sivae._errors import InputError
 
@@ -46,6 +47,7 @@ def knn_accuracy(
     y = _labels(labels, "labels", x.shape[0])
     k = _positive_int(k, "k")
     n_folds = _positive_int(n_folds, "n_folds", minimum=2)
+    seed = _params.seed(seed)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise InputError(f"labels must have at least 2 distinct values; got {len(classes)}")

@@ -15,11 +15,12 @@ import torch
 from anndata import AnnData
 from sklearn.neighbors import NearestNeighbors
 
+from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
 from sivae.data.validate import check_matrix
 
-from ._grouped import GroupedMLP, dense_cells, pve, split_cells, standardise, train_grouped
+from ._grouped import GroupedMLP, check_training, dense_cells, pve, split_cells, standardise, train_grouped
 from .centrality import degree_centrality
 
 # a method of compare_neighborhoods: a genes x genes weight matrix (DataFrame, larger = closer),
@@ -88,7 +89,22 @@ def _embedding(adata: AnnData, key: str) -> np.ndarray:
     if key not in adata.varm:
         raise InputError(f"adata.varm has no {key!r}; train a model on this AnnData first (model.train())")
     check_matrix(adata.varm[key], f"adata.varm[{key!r}]")  # complex would lose its imaginary part silently
-    return np.asarray(adata.varm[key], dtype=np.float64)
+    return _finite_matrix(adata.varm[key], f"adata.varm[{key!r}]")
+
+
+def _finite_matrix(value: Any, what: str) -> np.ndarray:
+    # a genes x dims embedding or genes x genes network: numbers, at least one column, all finite
+    try:
+        matrix = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a numeric matrix; got {type(value).__name__}") from None
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise InputError(f"{what} must be a genes x dims matrix with at least one column; got shape {matrix.shape}")
+    n_bad = int((~np.isfinite(matrix)).sum())
+    if n_bad:
+        raise InputError(f"{what} holds {n_bad} NaN or infinite values; neighbours by distance or weight are "
+                         "undefined there: recompute it")
+    return matrix
 
 
 def neighbor_sets(method: Method, adata: AnnData, query: np.ndarray, k: int) -> np.ndarray:
@@ -116,10 +132,11 @@ def _aligned(method: Any, adata: AnnData) -> np.ndarray:
     # a method's matrix with rows (and, for networks, columns) in adata.var_names order
     if isinstance(method, pd.DataFrame):
         rows = gene_indices(method.index, adata.var_names)
+        values = _finite_matrix(method, "a method's matrix")
         if method.shape[0] == method.shape[1] and method.columns.equals(method.index):
-            return method.to_numpy(dtype=np.float64)[np.ix_(rows, rows)]
-        return method.to_numpy(dtype=np.float64)[rows]
-    matrix = np.asarray(method, dtype=np.float64)
+            return values[np.ix_(rows, rows)]
+        return values[rows]
+    matrix = _finite_matrix(method, "a method's matrix")
     if matrix.ndim != 2 or matrix.shape[0] != adata.n_vars:
         raise InputError(f"a method must give one row per gene ({adata.n_vars}); got shape {matrix.shape}")
     return matrix
@@ -196,6 +213,9 @@ def compare_neighborhoods(
         raise InputError(f"expected an AnnData; got {type(adata).__name__}")
     if not isinstance(methods, Mapping) or len(methods) < 1:
         raise InputError("methods must be a dict of name -> weights or embedding, with at least one entry")
+    hidden, epochs, batch_size, learning_rate, holdout_fraction, max_cells, seed = check_training(
+        hidden, epochs, batch_size, learning_rate, holdout_fraction, max_cells, seed)
+    n_top = _params.count(n_top, "n_top")
     k = _check_k(k, adata.n_vars)
     X = torch.from_numpy(dense_cells(adata, layer, max_cells, seed))
     q = _query_genes(adata, methods, query, n_top, centralities or {})
