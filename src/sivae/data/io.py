@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover
     _adio = anndata
 
 from .._errors import InputError
-from .._files import atomic_file, check_destination, locked
+from .._files import atomic_file, check_destination, locked, recover_outputs, write_anndata
 
 __all__ = ["SUPPORTED_FORMATS", "read", "write_h5ad"]
 
@@ -116,6 +116,7 @@ def read(path: str | os.PathLike) -> AnnData:
         cannot be parsed (truncated or corrupt).
     """
     p = Path(path)
+    recover_outputs(p)  # a run killed while replacing it: finish or drop that first
     if not p.exists():
         raise InputError(f"{str(p)!r} does not exist; check the path")
     if p.is_dir():
@@ -207,6 +208,6 @@ def write_h5ad(adata: AnnData, path: str | os.PathLike, *, force: bool = False) 
     check_destination(path, what="output", overwrite=force)
     try:
         with locked(path), atomic_file(path, overwrite=force) as tmp:
-            adata.write_h5ad(tmp)
+            write_anndata(adata, tmp)  # never lets HDF5 hit a full disk (it crashes there)
     except PermissionError as err:
         raise InputError(f"cannot write {str(path)!r} ({err.strerror}); choose a writable location") from err
