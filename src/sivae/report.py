@@ -15,6 +15,7 @@ import html
 import io
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -107,21 +108,17 @@ def _training_curves(losses: dict[str, Any]) -> Figure:
     return fig
 
 
-def _read_model_dir(model_dir: str | os.PathLike | None) -> dict[str, Any]:
+def _read_model_dir(model_dir: str | os.PathLike | None, uns: Any) -> dict[str, Any]:
     if model_dir is None:
         return {}
-    folder = Path(model_dir)
-    path = folder / FILES.CONFIG
-    if not path.is_file():
-        raise InputError(f"{str(folder)!r} holds no {FILES.CONFIG}; pass the --model-dir that `sivae fit` wrote")
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as err:
-        raise InputError(f"{str(path)!r} is not valid JSON ({err}); re-save the model") from err
-    preprocess = folder / FILES.PREPROCESS
-    if preprocess.is_file():
-        record = json.loads(preprocess.read_text())
-        meta["preprocessing"] = {k: v for k, v in record.items() if k not in ("features", "feature_mean", "feature_std")}
+    from .saving import check_same_run, read_model_folder
+
+    folder = read_model_folder(model_dir)  # every file checked: one sentence for anything malformed
+    check_same_run(folder, uns, "the AnnData of the report")
+    meta = dict(folder.meta)
+    if folder.preprocessing is not None:
+        skip = ("features", "mean", "std", "library_features")
+        meta["preprocessing"] = {k: v for k, v in asdict(folder.preprocessing).items() if k not in skip}
     return meta
 
 
@@ -267,7 +264,7 @@ def build_report(
     else:
         curves = "<p class='meta'>No training history in uns['sivae']['losses'].</p>"
     sections += [("training", "Training", curves),
-                 ("parameters", "Parameters of the run", _parameters(uns, _read_model_dir(model_dir))),
+                 ("parameters", "Parameters of the run", _parameters(uns, _read_model_dir(model_dir, uns))),
                  ("analyses", "Analyses", _analyses(adata))]
     nav = "".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
     body = "".join(_section(sid, name, content) for sid, name, content in sections)
