@@ -22,27 +22,14 @@ from safetensors.torch import load_file, save_file
 
 import sivae
 import sivae._commit
-from sivae._constants import FILES, KEYS
+from sivae._constants import FILES
 from sivae._errors import InputError
 from sivae.checkpoint import load_checkpoint, save_checkpoint
 from sivae.cli import main
-
-TINY = ["--hidden", "8", "--c-red", "5", "--epochs", "1", "--batch-size", "32", "--n-top-genes", "30",
-        "--no-progress", "--device", "cpu"]
-RELEASE_0_1_0 = Path(__file__).parent / "data" / "release_0_1_0"
+from test_safety import RELEASE_0_1_0, TINY, _counts  # the same tiny runs as the first audit's
 WORKER = Path(__file__).parent / "kill_worker.py"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _counts(n_cells: int = 120, n_genes: int = 40, seed: int = 0) -> ad.AnnData:
-    rng = np.random.default_rng(seed)
-    rate = np.full((n_cells, n_genes), 5.0)
-    rate[np.arange(n_cells) % 2 == 1, :10] *= 4
-    adata = ad.AnnData(rng.poisson(rate).astype(np.float32))
-    adata.obs_names = [f"cell{i}" for i in range(n_cells)]
-    adata.var_names = [f"gene{i}" for i in range(n_genes)]
-    return adata
 
 
 @pytest.fixture(scope="module")

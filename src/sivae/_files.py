@@ -117,13 +117,17 @@ def check_destination(
         if target == src or src.is_relative_to(target) or target.is_relative_to(src):
             raise InputError(f"{what} {str(p)!r} is, holds or lies inside the input {str(source)!r}; "
                              "write the result somewhere else")
+    _check_writable(p, target, what)
+    return p
+
+
+def _check_writable(p: Path, target: Path, what: str) -> None:
     ancestor = target.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {str(p)!r}: {str(ancestor)!r} is not writable; "
                          "choose a writable location")
-    return p
 
 
 def resolved(path: Path, what: str) -> Path:
