@@ -69,7 +69,7 @@ class _Killed(BaseException):
 
 # each step of a save that touches the disk, in order; the kill comes before the step runs, and
 # the newest complete checkpoint is the new one only once checkpoint.json has been replaced
-_STEPS = [("sivae.checkpoint.save_file", 1, 1), ("sivae._files.os.replace", 1, 1),
+_STEPS = [("sivae.checkpoint.write_bytes", 1, 1), ("sivae._files.os.replace", 1, 1),
           ("sivae._files.os.replace", 2, 1), ("pathlib.Path.unlink", 3, 2)]  # unlinks 1-2: temporaries
 
 

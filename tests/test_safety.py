@@ -105,12 +105,12 @@ def test_every_destination_is_checked_before_training(project, tmp_path, capsys,
 
 
 def test_a_failure_while_writing_leaves_no_half_result(project, tmp_path, capsys, monkeypatch) -> None:
-    from sivae.model import BaseModel
+    import sivae.saving
 
-    def failing_save(self, path, **kwargs):
+    def failing_write(path, data):
         raise InputError("the disk is full")
 
-    monkeypatch.setattr(BaseModel, "save", failing_save)
+    monkeypatch.setattr(sivae.saving, "write_bytes", failing_write)  # the model folder's files
     _refused(["fit", str(project / "in.h5ad"), "-o", str(tmp_path / "out.h5ad"), "--model-dir",
               str(tmp_path / "model"), *TINY], capsys, "disk is full")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # neither output, no temporaries

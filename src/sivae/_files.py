@@ -9,7 +9,12 @@ write itself, so these rules hold everywhere:
   never a folder of the user's, whatever ``overwrite`` says.
 - Data go to a hidden temporary name beside the destination (``.NAME.sivae-PID-RANDOM``), are
   flushed to disk and renamed over it, so a kill leaves either the old or the new, never half.
-  Temporary names left by a killed process are removed on the next write to the same place.
+  A folder, or several outputs of one run, are committed together through a journal
+  (:mod:`sivae._commit`): the next write or read of the place finishes a decided commit or drops
+  an undecided one; a folder moved aside is never deleted before its replacement is in place.
+- A full disk is one sentence naming the filesystem, the path and the space needed, and leaves
+  no temporary behind; HDF5 files are built in memory first, so HDF5 never sees a failed write
+  (it crashes when closing a file whose last write failed: h5py issues #914 and #2160).
 - New files and folders get the modes the user's umask gives (not mkstemp's 0600/0700), so a
   model shared on a cluster is readable by the group.
 """
@@ -17,59 +22,30 @@ write itself, so these rules hold everywhere:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+from ._commit import Commit, ensure_space, fsync_path, is_no_space, no_space, recover, recover_inside, write_bytes
 from ._errors import InputError
+
+__all__ = ["atomic_file", "atomic_folder", "atomic_outputs", "check_destination", "check_distinct",
+           "ensure_space", "fsync_path", "is_owned_folder", "locked", "recover_inside", "recover_outputs",
+           "resolved", "hdf5_file", "write_anndata", "write_bytes"]
 
 try:
     import fcntl
 except ImportError:  # not on Windows: there runs do not lock each other out
     fcntl = None
 
-_TMP_TAG = "sivae"
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _tmp_prefix(path: Path) -> str:
-    return f".{path.name}.{_TMP_TAG}-{os.getpid()}-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete temporary names of ours beside ``path`` whose writing process has died."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{_TMP_TAG}-(\d+)-[^/]*$")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        siblings = list(parent.iterdir())
-    except OSError:
-        return
-    for sibling in siblings:
-        match = pattern.match(sibling.name)
-        if match is None or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
-            continue
-        if sibling.is_dir() and not sibling.is_symlink():
-            shutil.rmtree(sibling, ignore_errors=True)
-        else:
-            sibling.unlink(missing_ok=True)
+def recover_outputs(path: str | os.PathLike[str]) -> None:
+    """Finish or drop what a killed sivae run left beside ``path`` (:func:`sivae._commit.recover`);
+    readers call it too, so a reader never sees half of a decided commit."""
+    recover(Path(path))
 
 
 def is_owned_folder(path: Path, marker_files: Iterable[str], allowed: str | None = None) -> bool:
@@ -117,6 +93,10 @@ def check_destination(
         ``path``, unchanged.
     """
     p = Path(path)
+    target = resolved(p, what)
+    recover(p)  # what a killed run left here (or inside a folder of ours) is finished or dropped first
+    if folder and p.is_dir() and not p.is_symlink():
+        recover_inside(p)
     if p.is_symlink():
         raise InputError(f"{what} {str(p)!r} is a symbolic link; give the real path instead")
     if folder and p.exists():
@@ -132,38 +112,45 @@ def check_destination(
             raise InputError(f"{what} {str(p)!r} is a folder; give a file name inside it instead")
         if not overwrite:
             raise InputError(f"{what} {str(p)!r} exists; pass --force (overwrite=True) to overwrite it")
-    target = p.resolve()
     for source in inputs:
-        src = Path(source).resolve()
+        src = resolved(Path(source), "the input")
         if target == src or src.is_relative_to(target) or target.is_relative_to(src):
             raise InputError(f"{what} {str(p)!r} is, holds or lies inside the input {str(source)!r}; "
                              "write the result somewhere else")
+    _check_writable(p, target, what)
+    return p
+
+
+def _check_writable(p: Path, target: Path, what: str) -> None:
     ancestor = target.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {what} {str(p)!r}: {str(ancestor)!r} is not writable; "
                          "choose a writable location")
-    return p
+
+
+def resolved(path: Path, what: str) -> Path:
+    """``path`` with every symbolic link followed; a loop or an unreadable link is one sentence."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as err:  # RuntimeError: Python < 3.13 on a symlink loop
+        raise InputError(f"{what} {str(path)!r} cannot be resolved: a symbolic link on the way loops "
+                         f"back on itself or cannot be read ({err}); give a path without it") from None
 
 
 def check_distinct(destinations: dict[str, str | os.PathLike[str] | None]) -> None:
     """Refuse two outputs of one command that are the same path or lie inside each other."""
-    given = [(what, Path(p).resolve()) for what, p in destinations.items() if p is not None]
+    given = [(what, resolved(Path(p), what)) for what, p in destinations.items() if p is not None]
     for i, (what_a, a) in enumerate(given):
         for what_b, b in given[i + 1:]:
-            if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+            if a == b:
                 raise InputError(f"{what_a} and {what_b} name the same place ({str(a)!r}); give "
                                  "each output its own path")
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file (or a folder's entries) to disk, so a rename after it is atomic on disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            inner, outer = (what_a, what_b) if a.is_relative_to(b) else (what_b, what_a)
+            if a.is_relative_to(b) or b.is_relative_to(a):
+                raise InputError(f"{inner} lies inside {outer} ({str(b if inner == what_a else a)!r}), "
+                                 f"which sivae replaces whole; give {outer} a folder of its own")
 
 
 @contextlib.contextmanager
@@ -187,28 +174,34 @@ def locked(*paths: str | os.PathLike[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def atomic_outputs() -> Iterator[Commit]:
+    """Several outputs written together: ``commit.file(path, overwrite=...)`` and
+    ``commit.folder(path, owned=...)`` give temporaries; on success all are renamed in at once.
+
+    On any failure the temporaries are removed and nothing at the destinations changes; a full
+    disk is one sentence (:func:`sivae._commit.no_space`).
+    """
+    commit = Commit()
+    try:
+        yield commit
+        commit.commit()
+    except Exception as err:
+        if is_no_space(err) and commit.entries:
+            raise no_space(commit.entries[0].dest) from None
+        raise
+    finally:
+        commit.discard()
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is flushed and renamed over it.
 
     Creates missing parent folders. The caller checked the destination (:func:`check_destination`);
     with ``overwrite=False`` a ``path`` that appeared meanwhile is still refused, not replaced.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(p)
-    fd, name = tempfile.mkstemp(prefix=_tmp_prefix(p), dir=p.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-        fsync_path(tmp)
-        if not overwrite and (p.exists() or p.is_symlink()):
-            raise InputError(f"{str(p)!r} appeared while this run was writing (another run?); it is "
-                             "left as it is: pass --force (overwrite=True) to replace it")
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_outputs() as commit:
+        yield commit.file(Path(path), overwrite=overwrite)
 
 
 @contextlib.contextmanager
@@ -219,27 +212,62 @@ def atomic_folder(path: str | os.PathLike[str], *, owned_markers: Iterable[str],
     An existing ``path`` is replaced only when it is a folder of ours (:func:`is_owned_folder`);
     the old folder is moved aside and deleted only after the new one is in place.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(p)
     markers = tuple(owned_markers)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(p), dir=p.parent))
+    with atomic_outputs() as commit:
+        yield commit.folder(Path(path), owned=lambda p: is_owned_folder(p, markers, owned_allowed))
+
+
+@contextlib.contextmanager
+def hdf5_file(path: Path, *, estimate: int) -> Iterator[Any]:
+    """An ``h5py.File`` to fill, written to ``path`` (a temporary of :func:`atomic_file`) on exit.
+
+    Files of up to a few GB are built in memory and then written with ordinary, error-checked
+    writes: HDF5 writing to a full disk fails while closing the file and then crashes the process
+    (h5py issues #914, #2160), so it must never see a failed write. Larger files (``estimate``
+    bytes) are written directly after a free-space check with a margin.
+    """
+    import h5py
+
+    if estimate > _in_memory_limit():
+        ensure_space(path, int(estimate * 1.1) + 2**20)
+        with h5py.File(path, "w") as handle:
+            yield handle
+        return
+    image = io.BytesIO()
+    with h5py.File(image, "w") as handle:
+        yield handle
+    write_bytes(path, image.getbuffer())
+
+
+def write_anndata(adata: Any, path: Path) -> None:
+    """Write ``adata`` as an h5ad file at ``path`` (a temporary of :func:`atomic_file`), safely
+    on a full disk (:func:`hdf5_file`)."""
+    import anndata
+
+    adata.strings_to_categoricals()  # as AnnData.write_h5ad does
+    with hdf5_file(path, estimate=_anndata_bytes(adata)) as handle:
+        anndata.io.write_elem(handle, "/", adata)
+
+
+def _anndata_bytes(adata: Any) -> int:
+    import numpy as np
+    import scipy.sparse as sp
+
+    def size(x: Any) -> int:
+        if sp.issparse(x):
+            return int(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes)
+        return int(getattr(x, "nbytes", 0))
+
+    arrays = [adata.X, *adata.layers.values(), *adata.obsm.values(), *adata.varm.values(),
+              *adata.obsp.values(), *adata.varp.values()]
+    frames = sum(int(np.sum(df.memory_usage(deep=True))) for df in (adata.obs, adata.var)
+                 if hasattr(df, "memory_usage"))
+    return sum(size(x) for x in arrays if x is not None) + frames
+
+
+def _in_memory_limit() -> int:
     try:
-        yield tmp
-        mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700
-        for child in tmp.iterdir():
-            os.chmod(child, 0o666 & ~mask)
-            fsync_path(child)
-        if p.exists() or p.is_symlink():
-            if not is_owned_folder(p, markers, owned_allowed):
-                raise InputError(f"{str(p)!r} appeared while writing and is not a folder sivae "
-                                 "wrote; it is left as it is, choose another path")
-            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(p), dir=p.parent))
-            os.replace(p, old / "old")
-            os.replace(tmp, p)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, p)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        physical = 8 * 2**30
+    return min(2 * 2**30, physical // 8)

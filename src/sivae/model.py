@@ -27,9 +27,9 @@ from .data.record import Preprocessing
 from .distributed import gather_blocks, my_block, reduce_over_ranks
 from .module import ModuleConfig, SIVAEModule
 from .sampling import draw_cells
-from .saving import read_model_folder, read_tensors, register, tensor_shapes, write_model_folder
+from .saving import check_same_run, read_model_folder, register, run_id, write_model_folder
 from .scoring import ScoringMixin
-from .train import TrainConfig, Trainer, TrainingData
+from .train import TrainConfig, Trainer, TrainingData, data_fingerprint
 from .train_config import shared_with
 
 
@@ -198,8 +198,8 @@ class BaseModel(ScoringMixin):
             checkpoint_every=checkpoint_every, **settings, **{name: getattr(c, name) for name in shared})
         train_config.check()
         counts = CellMatrix(self.adata.layers[KEYS.COUNTS]) if c.likelihood == "nb" else None
-        data = TrainingData(cells=self.cells, train_idx=self.train_idx, val_idx=self.val_idx,
-                            feature_x=self.feature_x, counts=counts)
+        data = TrainingData(cells=self.cells, train_idx=self.train_idx, val_idx=self.val_idx, feature_x=self.feature_x,
+                            counts=counts, fingerprint=data_fingerprint(self.feature_names, self.adata.obs_names))
         trainer = Trainer(self.module, data, train_config, device=self.device, progress=progress)
         self._training = {"max_epochs": int(max_epochs), "pretraining": pretraining,
                           "pretrain_epochs": "none" if pretrain_epochs is None else int(pretrain_epochs)}
@@ -343,16 +343,18 @@ class BaseModel(ScoringMixin):
         The folder is written under a temporary name and renamed, so it is whole or absent. With
         ``overwrite`` an existing *model* folder is replaced; any other folder is refused.
         """
-        from . import __version__
+        write_model_folder(path, **self._folder_contents(), overwrite=overwrite)
+
+    def _folder_contents(self) -> dict[str, Any]:
+        from . import __version__  # below: what a model folder holds, also for `sivae fit`'s commit
 
         meta = {"model": self._name, "version": __version__, "config": asdict(self.config),
                 "feature_names": self.feature_names.tolist(), "n_train": len(self.train_idx),
                 "is_trained": self.is_trained}
+        meta.update(run_id(self.adata.uns.get(self.keys.uns) if self.adata is not None else None))
         tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        if self.feature_x is not None:
-            tensors["feature_x"] = self.feature_x.contiguous()
-        write_model_folder(path, meta=meta, tensors=tensors, preprocessing=self.preprocessing,
-                           overwrite=overwrite)
+        tensors.update({} if self.feature_x is None else {"feature_x": self.feature_x.contiguous()})
+        return {"meta": meta, "tensors": tensors, "preprocessing": self.preprocessing}
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: AnnData | None = None, *, device: str = "auto") -> BaseModel:
@@ -369,8 +371,7 @@ class BaseModel(ScoringMixin):
         device
             "auto", "cpu" or "cuda".
 
-        The weights' shapes are read from the file's header and checked against config.json
-        before any weight is read, so a folder describing an impossible network costs nothing.
+        Weights' shapes are checked against config.json before the network is built.
         """
         folder = read_model_folder(path)
         meta = folder.meta
@@ -380,7 +381,9 @@ class BaseModel(ScoringMixin):
         if adata is not None:
             validate.check_same_features(adata, saved)
         config = ModelConfig.from_saved(meta["config"], path)
-        shapes = tensor_shapes(path)
+        check_same_run(folder, None if adata is None else adata.uns.get(output_keys(cls._name).uns), "the AnnData")
+        tensors = folder.tensors
+        shapes = {name: tuple(t.shape) for name, t in tensors.items()}
         if cls._has_feature_path and "feature_x" not in shapes:
             raise InputError(f"{path} lacks the feature-wise input of a {cls._name} model; re-save the model")
         self = cls.__new__(cls)
@@ -393,7 +396,6 @@ class BaseModel(ScoringMixin):
         if expected != shapes:
             raise InputError(f"{path} does not match its own config.json (weights of other names or "
                              "shapes); re-save the model")
-        tensors = read_tensors(path)
         if adata is not None:
             BaseModel.__init__(self, adata, device=device, _config=config, _feature_x=tensors.get("feature_x"),
                                _preprocessing=folder.preprocessing)

@@ -112,12 +112,15 @@ def _training_curves(losses: dict[str, Any]) -> Figure:
     return fig
 
 
-def _read_model_dir(model_dir: str | os.PathLike | None) -> dict[str, Any]:
+def _read_model_dir(model_dir: str | os.PathLike | None, uns: Any) -> dict[str, Any]:
     # what the parameter table shows of a model folder: its scalars, and how many features the
     # preprocessing record covers rather than its per-feature names, means and deviations
     if model_dir is None:
         return {}
+    from .saving import check_same_run
+
     folder = read_model_folder(model_dir)  # a missing, corrupt or foreign folder: one sentence
+    check_same_run(folder, uns, "the AnnData of the report")
     meta = {key: folder.meta[key] for key in ("version", "model") if key in folder.meta}
     record = folder.preprocessing
     if record is not None:
@@ -327,7 +330,7 @@ def build_report(
     else:
         curves = "<p class='meta'>No training history in uns['sivae']['losses'].</p>"
     sections += [("training", "Training", curves),
-                 ("parameters", "Parameters of the run", _parameters(uns, _read_model_dir(model_dir))),
+                 ("parameters", "Parameters of the run", _parameters(uns, _read_model_dir(model_dir, uns))),
                  ("analyses", "Analyses", _analyses(adata))]
     nav = "".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
     body = "".join(_section(sid, name, content) for sid, name, content in sections)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ._cpu import subnormals_handled, zero_subnormals
 from ._errors import InputError, TrainingDiverged
-from .checkpoint import CheckpointState, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointState, data_fingerprint, load_checkpoint, save_checkpoint
 from .data.loaders import BlockSampler
 from .distributed import all_reduce_sum, distributed_context, phase_loss, reduce_over_ranks
 from .module import Batch, CellStatistics, Losses
@@ -32,8 +32,8 @@ from .modes import TRAINING_MODES, Plan
 from .schedule import PhaseRun, Stopper, count_flops
 from .train_config import TrainConfig, TrainingData, default_feature_batch
 
-__all__ = ["TRAINING_MODES", "PhaseRun", "TrainConfig", "Trainer", "TrainingData", "default_feature_batch",
-           "distributed_context"]
+__all__ = ["TRAINING_MODES", "PhaseRun", "TrainConfig", "Trainer", "TrainingData", "data_fingerprint",
+           "default_feature_batch", "distributed_context"]
 
 
 _EVAL_FEATURE_BLOCK = 4096  # features per held-out loss evaluation step, at least
@@ -363,7 +363,7 @@ class Trainer:
                 optimizer_state=optimizer.state_dict(),
                 stopper={k: v for k, v in asdict(stopper).items() if k != "best_state"},
                 sampler=self.sampler.state_dict(), history=self.history,
-                train_config=asdict(self.config), world_size=self.world_size,
+                train_config=asdict(self.config), world_size=self.world_size, data=self.data.fingerprint,
                 rng_states=[state.cpu() for state in rng_states], best_state=stopper.best_state,
             ))
         if self.world_size > 1:
@@ -372,7 +372,7 @@ class Trainer:
 
     def _restore(self, directory) -> CheckpointState:
         """Load a checkpoint into the module, RNG, sampler and history; checked before touching them."""
-        state = load_checkpoint(directory, rank=self.rank)
+        state = load_checkpoint(directory, rank=self.rank, data=self.data.fingerprint)
         where = f"the checkpoint in {directory}"
         if state.world_size != self.world_size:
             raise InputError(f"{where} was written by {state.world_size} processes but this run has "

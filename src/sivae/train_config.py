@@ -110,6 +110,7 @@ class TrainingData:
     val_idx: np.ndarray
     feature_x: torch.Tensor | None = None  # (F, C_red) input of the feature-wise encoder
     counts: CellMatrix | None = None  # raw counts, likelihood "nb" only
+    fingerprint: dict | None = None  # checkpoint.data_fingerprint: a resume must be on the same data
 
     @property
     def n_features(self) -> int:

@@ -2,19 +2,22 @@
 
 Every destination is checked before anything is read or trained (it exists without --force, it
 is a folder sivae did not write, it is or lies inside the input, two of them coincide), and the
-outputs are written together at the end, under a lock on their folders: the model folder first,
-then the h5ad is renamed in, so a failure leaves neither and concurrent runs never mix.
+outputs are written together at the end, under a lock on their folders, in one commit
+(sivae._commit): a failure leaves neither, a kill leaves both old or (once the next run or read
+finishes the commit) both new, and concurrent runs never mix.
 """
 
 from __future__ import annotations
 
 import argparse
+import uuid
 from pathlib import Path
 from typing import Any
 
 from sivae._constants import FILES
 from sivae._errors import InputError
-from sivae._files import atomic_file, check_destination, check_distinct, locked
+from sivae._files import (atomic_outputs, check_destination, check_distinct, locked, recover_outputs,
+                          write_anndata)
 
 from sivae.config import ModelConfig
 from sivae.train_config import TrainConfig, shared_with
@@ -77,17 +80,29 @@ def run(args: argparse.Namespace) -> int:
         model.train(checkpoint_dir=checkpoints, resume=args.resume, progress=not args.no_progress, **training)
     if rank != 0:
         return 0  # every rank holds the same model; rank 0 writes it
-    with locked(out, *([model_dir] if model_dir else [])):
-        _destinations(args, source)  # again, under the lock: another run may have written meanwhile
-        with atomic_file(out, overwrite=args.force) as tmp:
-            model.adata.write_h5ad(tmp)
-            if model_dir is not None:  # inside: if the model cannot be saved, no h5ad either
-                model.save(model_dir, overwrite=args.force)
+    _write(model, args, source, out, model_dir)
     keys = model.keys
     saved = f"; model saved to {model_dir}" if model_dir is not None else ""
     print(f"wrote {out}: {adata.n_obs} cells x {adata.n_vars} features; obsm"
           f"[{keys.cell_embedding!r}], varm[{keys.loadings!r}], var[{keys.centrality!r}]{saved}")
     return 0
+
+
+def _write(model: Any, args: argparse.Namespace, source: Path, out: Path, model_dir: Path | None) -> None:
+    """The h5ad and the model folder, renamed in together: both this run's, or both the old ones.
+
+    A run id in uns and in config.json names the pair, so that loading a model with the AnnData
+    of another run is refused even when the two were copied about by hand.
+    """
+    from sivae.saving import RUN_ID, write_model_folder
+
+    model.adata.uns[model.keys.uns][RUN_ID] = uuid.uuid4().hex
+    with locked(out, *([model_dir] if model_dir else [])):
+        _destinations(args, source)  # again, under the lock: another run may have written meanwhile
+        with atomic_outputs() as commit:
+            write_anndata(model.adata, commit.file(out, overwrite=args.force))
+            if model_dir is not None:
+                write_model_folder(model_dir, **model._folder_contents(), overwrite=args.force, commit=commit)
 
 
 def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | None, Path | None]:
@@ -96,7 +111,9 @@ def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | 
         raise InputError(f"output {args.output!r} must end in .h5ad")
     if args.resume and args.checkpoint_dir is None:
         raise InputError("--resume needs --checkpoint-dir, the folder holding the checkpoint")
-    check_distinct({"-o": args.output, "--model-dir": args.model_dir, "--checkpoint-dir": args.checkpoint_dir})
+    for path in (args.output, args.model_dir):  # a killed run's commit first, whatever is refused next
+        if path is not None:
+            recover_outputs(path)
     out = check_destination(args.output, what="output", overwrite=args.force, inputs=[source])
     model_dir = None
     if args.model_dir is not None:
@@ -113,6 +130,8 @@ def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | 
         check_destination(checkpoints, what="--checkpoint-dir", overwrite=True, folder=True,
                           owned_markers=() if empty else _CHECKPOINT_MARKERS,
                           owned_allowed=_CHECKPOINT_NAMES, inputs=[source])
+    # after each destination's own checks, which name the real reason (e.g. "/" is not ours)
+    check_distinct({"-o": args.output, "--model-dir": args.model_dir, "--checkpoint-dir": args.checkpoint_dir})
     return out, model_dir, checkpoints
 
 

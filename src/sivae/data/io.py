@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
     _adio = anndata
 
 from .._errors import InputError
-from .._files import atomic_file, check_destination, locked
+from .._files import atomic_file, check_destination, locked, recover_outputs, write_anndata
 from .._inputs import check_input_file
 from .structure import check_compressed, scipy_index_dtypes
 from .validate import anndata_matrices, check_anndata_matrices
@@ -157,6 +157,7 @@ def read(path: str | os.PathLike) -> AnnData:
         corrupt), a sparse matrix in it is corrupt, or ``X`` holds values that are not real
         numbers (text, complex).
     """
+    recover_outputs(Path(path))  # a run killed while replacing it: finish or drop that first
     p = check_input_file(path, folder=True)
     if p.is_dir():
         fmt, reader = "10x mtx folder", _read_10x_mtx_dir
@@ -253,6 +254,6 @@ def write_h5ad(adata: AnnData, path: str | os.PathLike, *, force: bool = False) 
     check_destination(path, what="output", overwrite=force)
     try:
         with locked(path), atomic_file(path, overwrite=force) as tmp:
-            adata.write_h5ad(tmp)
+            write_anndata(adata, tmp)  # never lets HDF5 hit a full disk (it crashes there)
     except PermissionError as err:
         raise InputError(f"cannot write {str(path)!r} ({err.strerror}); choose a writable location") from err

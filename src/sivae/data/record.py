@@ -140,26 +140,41 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, record: Any, where: str) -> Preprocessing | None:
-        """Read a saved record (None for a model trained on data preprocessed elsewhere); refuse a bad one."""
-        bad = f"{where} is corrupt or incomplete; re-save the model"
+        """Read a saved record (None for a model trained on data preprocessed elsewhere); refuse a bad one.
+
+        Every field is checked for its type and range, so a hand-edited record (an infinite
+        target sum, an empty list of library genes) is refused, never replayed into garbage.
+        """
         if not isinstance(record, dict) or not isinstance(record.get("preprocessed"), bool):
-            raise InputError(bad)
+            raise InputError(f"{where} is corrupt or incomplete (not a preprocessing record); re-save the model")
         if not record["preprocessed"]:
             return None
         try:
-            raw = bool(record.get("raw_counts", True))  # sivae 0.1 recorded count data only
-            features = tuple(_strings(record["features"]))
-            mean, std = _numbers(record["feature_mean" if "feature_mean" in record else "mean"]), \
-                _numbers(record["feature_std" if "feature_std" in record else "std"])
-            target_sum = None if record.get("target_sum") is None else float(record["target_sum"])
-            max_value = None if record.get("max_value") is None else float(record["max_value"])
-            library = record.get("library_features")
-            library = None if library is None else tuple(_strings(library))
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"{bad} ({type(err).__name__}: {err})") from err
-        if not (len(features) == len(mean) == len(std)) or not all(s > 0 for s in std) \
-                or (raw and not (target_sum and target_sum > 0)) or (max_value is not None and not max_value > 0):
-            raise InputError(bad)
+            return cls._checked(record)
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
+            reason = f"no {err}" if isinstance(err, KeyError) else str(err)
+            raise InputError(f"{where} is corrupt or incomplete ({reason}); re-save the model") from err
+
+    @classmethod
+    def _checked(cls, record: dict[str, Any]) -> Preprocessing:
+        raw = record.get("raw_counts", True)  # sivae 0.1 recorded count data only
+        if not isinstance(raw, bool):
+            raise TypeError("raw_counts must be true or false")
+        features = tuple(_strings(record["features"], "features"))
+        mean = _numbers(record["feature_mean" if "feature_mean" in record else "mean"], "mean")
+        std = _numbers(record["feature_std" if "feature_std" in record else "std"], "std")
+        if not (len(features) == len(mean) == len(std)):
+            raise ValueError("features, mean and std differ in length")
+        if len(set(features)) != len(features) or not all(s > 0 for s in std):
+            raise ValueError("duplicated features or a std that is not positive")
+        target_sum = _positive(record.get("target_sum"), "target_sum")
+        max_value = _positive(record.get("max_value"), "max_value")
+        library = record.get("library_features")
+        library = None if library is None else tuple(_strings(library, "library_features"))
+        if raw and target_sum is None:
+            raise ValueError("target_sum is missing for count data")
+        if raw and library is not None and not set(features) <= set(library):
+            raise ValueError("library_features must hold every feature of the model")
         return cls(raw_counts=raw, features=features, mean=mean, std=std, target_sum=target_sum,
                    max_value=max_value, library_features=library)
 
@@ -201,20 +216,29 @@ class Preprocessing:
         return cells
 
 
-def _strings(values: Any) -> list[str]:
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise TypeError("expected a list of names")
+def _strings(values: Any, name: str) -> list[str]:
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"{name} must be a non-empty list of names")
     return values
 
 
-def _numbers(values: Any) -> tuple[float, ...]:
+def _numbers(values: Any, name: str) -> tuple[float, ...]:
     if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                for v in values):
-        raise TypeError("expected a list of numbers")
+        raise TypeError(f"{name} must be a list of numbers")
     out = tuple(float(v) for v in values)
     if not all(math.isfinite(v) for v in out):
-        raise ValueError("non-finite values")
+        raise ValueError(f"{name} holds non-finite values")
     return out
+
+
+def _positive(value: Any, name: str) -> float | None:
+    """None, or a finite positive number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
 
 
 def _version() -> str:

@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
 from .. import _params
 from .._constants import KEYS
 from .._errors import InputError
-from .._files import atomic_file, check_destination, locked
+from .._files import atomic_file, check_destination, hdf5_file, locked
 
 __all__ = ["simulate_large"]
 
@@ -124,8 +124,10 @@ def simulate_large(
     _check_args(n_cells, n_features, n_programs, chunk_cells, density, fold, compression, seed)
     target = _check_target(Path(path), force=force)
     plan = _plan(n_features, n_programs, density, fold, seed)
+    # X's non-zeros (float32 value + int32 index), indptr, and about 64 bytes of names per row
+    estimate = int(n_cells * n_features * density * 8 + 8 * n_cells + 64 * (n_cells + n_features))
     with locked(target), atomic_file(target, overwrite=force) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with hdf5_file(tmp, estimate=estimate) as f:
             types = _write_counts(f, plan, n_cells, chunk_cells, seed, compression, progress)
             _write_annotations(f, plan, types, n_programs, density=density, fold=fold, seed=seed)
     return target
