@@ -30,7 +30,7 @@ import numpy as np
 from _common import (add_arguments, claim, command_line, fill_defaults, folds, heldout_accuracy, mean_sd, out_dir,
                      preprocessed_fold, subsample, verdict, write_result)
 
-from sivae.modes import TRAINING_MODES
+from sivae.train.modes import TRAINING_MODES
 
 
 def settings_grid(c_reds: list[int]) -> list[tuple[str, int | None]]:

@@ -28,7 +28,7 @@ from typing import Any
 from _common import (add_arguments, claim, command_line, fill_defaults, folds, heldout_accuracy, mean_sd, out_dir,
                      preprocessed_fold, save_figure, subsample, verdict, write_result)
 
-from sivae.modes import TRAINING_MODES
+from sivae.train.modes import TRAINING_MODES
 
 GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.5, 1.0)
 

@@ -24,7 +24,7 @@ import numpy as np
 from _common import add_arguments, as_anndata, claim, command_line, out_dir, synthetic, verdict, write_result
 
 
-# each code's setting of the trainer's option (sivae.train_config.TrainConfig.subnormals)
+# each code's setting of the trainer's option (sivae.train.config.TrainConfig.subnormals)
 CODES = {"before the fix": "off", "calling thread only": "zero", "as shipped": "flush"}
 
 

@@ -68,7 +68,7 @@ def measure(path: str, *, n_latent: int, measure_cells: int, device: str, in_mem
     import torch
 
     import sivae
-    from sivae.train import TrainConfig, Trainer, TrainingData
+    from sivae.train.trainer import TrainConfig, Trainer, TrainingData
 
     torch.manual_seed(0)
     out: dict[str, Any] = {}

@@ -29,7 +29,7 @@ from typing import Any
 
 from _common import add_arguments, claim, command_line, fill_defaults, out_dir, save_figure, verdict, write_result
 
-from sivae.modes import TRAINING_MODES
+from sivae.train.modes import TRAINING_MODES
 
 GAMMAS = (0.05, 0.0)
 _DATA: dict[tuple[int, int], Any] = {}

@@ -39,7 +39,7 @@ from anndata import AnnData
 
 import sivae
 from sivae.data.loaders import CellMatrix
-from sivae.train import TrainConfig, Trainer, TrainingData, default_feature_batch
+from sivae.train.trainer import TrainConfig, Trainer, TrainingData, default_feature_batch
 
 from _common import RESULTS, as_anndata, claim, command_line, synthetic, verdict, write_result
 

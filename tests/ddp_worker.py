@@ -1,4 +1,4 @@
-"""Started by tests/test_distributed.py under torchrun: trains with sivae.train.Trainer on every rank.
+"""Started by tests/test_distributed.py under torchrun: trains with sivae.train.trainer.Trainer on every rank.
 
 Each rank writes what it ended with to OUT_DIR (parameters and history of an uninterrupted run,
 and of a run interrupted in joint training and resumed); the test compares ranks and runs.
@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 
 from sivae.data.loaders import CellMatrix
-from sivae.module import ModuleConfig, SIVAEModule
-from sivae.train import TrainConfig, Trainer, TrainingData
+from sivae.nn.module import ModuleConfig, SIVAEModule
+from sivae.train.trainer import TrainConfig, Trainer, TrainingData
 
 N_CELLS, N_FEATURES, C_RED = 160, 20, 6
 CONFIG = ModuleConfig(n_features=N_FEATURES, n_latent=2, encoder_hidden=(16, 8), decoder_hidden=(8, 16),

@@ -1,4 +1,4 @@
-"""sivae.checkpoint: plain state round-trips, and a kill at any step of a save loses nothing."""
+"""sivae.train.checkpoint: plain state round-trips, and a kill at any step of a save loses nothing."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import sivae.checkpoint
+import sivae.train.checkpoint
 import sivae._files
 from sivae import InputError
 from sivae._constants import FILES
-from sivae.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
+from sivae.train.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from sivae.data.loaders import CellMatrix
-from sivae.module import ModuleConfig, SIVAEModule
-from sivae.train import TrainConfig, Trainer, TrainingData
+from sivae.nn.module import ModuleConfig, SIVAEModule
+from sivae.train.trainer import TrainConfig, Trainer, TrainingData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ class _Killed(BaseException):
 
 # each step of a save that touches the disk, in order; the kill comes before the step runs, and
 # the newest complete checkpoint is the new one only once checkpoint.json has been replaced
-_STEPS = [("sivae.checkpoint.write_bytes", 1, 1), ("sivae._files.os.replace", 1, 1),
+_STEPS = [("sivae.train.checkpoint.write_bytes", 1, 1), ("sivae._files.os.replace", 1, 1),
           ("sivae._files.os.replace", 2, 1), ("pathlib.Path.unlink", 3, 2)]  # unlinks 1-2: temporaries
 
 
@@ -79,7 +79,7 @@ def test_a_kill_at_any_step_of_a_save_leaves_the_newest_complete_checkpoint(
         tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, target: str, call: int, newest: int) -> None:
     save_checkpoint(tmp_path, _state(1))
     module, name = target.rsplit(".", 1)
-    owner = {"sivae.checkpoint": sivae.checkpoint, "sivae._files.os": os, "pathlib.Path": pathlib.Path}[module]
+    owner = {"sivae.train.checkpoint": sivae.train.checkpoint, "sivae._files.os": os, "pathlib.Path": pathlib.Path}[module]
     real, calls = getattr(owner, name), []
 
     def dying(*args, **kwargs):

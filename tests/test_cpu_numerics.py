@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import sivae
-import sivae.model
-from sivae._cpu import _gomp_parallel, denormals_flushed, flushing_denormals, team_flushes
+import sivae.models.model
+from sivae.train._cpu import _gomp_parallel, denormals_flushed, flushing_denormals, team_flushes
 
 SUPPORTED = torch.set_flush_denormal(True)  # False where the CPU has no such mode (x86 without SSE3)
 torch.set_flush_denormal(False)
@@ -56,13 +56,13 @@ def test_a_caller_who_flushes_keeps_flushing():
 @needs_ftz
 def test_training_flushes_and_gives_the_setting_back(monkeypatch):
     seen = []
-    original = sivae.model.Trainer._fit
+    original = sivae.models.model.Trainer._fit
 
     def fit(self, *args, **kwargs):
         seen.append(flushing_denormals())
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(sivae.model.Trainer, "_fit", fit)
+    monkeypatch.setattr(sivae.models.model.Trainer, "_fit", fit)
     adata = sivae.datasets.simulated_network(n_cells=200, seed=0)
     sivae.VAE(adata, n_latent=2, encoder_hidden=(16,), device="cpu").train(2, progress=False)
     assert seen == [True]
@@ -70,7 +70,7 @@ def test_training_flushes_and_gives_the_setting_back(monkeypatch):
 
 
 def test_subnormal_weights_and_optimiser_state_become_zero():
-    from sivae._cpu import zero_subnormals
+    from sivae.train._cpu import zero_subnormals
 
     tiny = torch.finfo(torch.float32).tiny
     weight = torch.nn.Parameter(torch.tensor([1.0, -0.5, tiny / 8, -tiny / 3, 0.0, tiny]))
@@ -87,13 +87,13 @@ def test_subnormal_weights_and_optimiser_state_become_zero():
     assert state["exp_avg"][0] == 0 and state["step"].dim() == 0
 
 
-# -- the trainer's option: code that drives sivae.train.Trainer gets the whole fix ------------------
+# -- the trainer's option: code that drives sivae.train.trainer.Trainer gets the whole fix ------------------
 def _trainer(subnormals: str):
     import numpy as np
 
     from sivae.data.loaders import CellMatrix
-    from sivae.module import CellVAE, ModuleConfig
-    from sivae.train import TrainConfig, Trainer, TrainingData
+    from sivae.nn.module import CellVAE, ModuleConfig
+    from sivae.train.trainer import TrainConfig, Trainer, TrainingData
 
     X = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
     data = TrainingData(cells=CellMatrix(X), train_idx=np.arange(50), val_idx=np.arange(50, 60))
@@ -105,16 +105,16 @@ def _trainer(subnormals: str):
 @needs_ftz
 @pytest.mark.parametrize("subnormals", ["flush", "zero", "off"])
 def test_the_trainer_flushes_as_its_option_says(monkeypatch, subnormals):
-    import sivae.train
+    import sivae.train.trainer
 
     seen = []  # (calling thread flushes, the whole thread team flushes) while fit trains
-    original = sivae.train.Trainer._fit
+    original = sivae.train.trainer.Trainer._fit
 
     def fit(self, *args, **kwargs):
         seen.append((flushing_denormals(), team_flushes()))
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(sivae.train.Trainer, "_fit", fit)
+    monkeypatch.setattr(sivae.train.trainer.Trainer, "_fit", fit)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

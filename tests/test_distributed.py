@@ -1,4 +1,4 @@
-"""Multi-process training under torchrun (sivae.train with DistributedDataParallel, `sivae fit`)."""
+"""Multi-process training under torchrun (sivae.train.trainer with DistributedDataParallel, `sivae fit`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from sivae.cli import main
-from sivae.module import Batch, CellVAE, ModuleConfig, SIVAEModule
+from sivae.nn.module import Batch, CellVAE, ModuleConfig, SIVAEModule
 
 N_PROCESSES = 2
 pytestmark = pytest.mark.usefixtures("one_thread")  # for the single-process runs in this process

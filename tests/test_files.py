@@ -24,7 +24,7 @@ import sivae
 import sivae._commit
 from sivae._constants import FILES
 from sivae._errors import InputError
-from sivae.checkpoint import load_checkpoint, save_checkpoint
+from sivae.train.checkpoint import load_checkpoint, save_checkpoint
 from sivae.cli import main
 from test_safety import RELEASE_0_1_0, TINY, _counts  # the same tiny runs as the first audit's
 WORKER = Path(__file__).parent / "kill_worker.py"

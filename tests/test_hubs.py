@@ -10,7 +10,7 @@ from anndata import AnnData
 import sivae
 from sivae.cli import main
 from sivae._constants import KEYS
-from sivae.model import accuracy_from_sums
+from sivae.models.model import accuracy_from_sums
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

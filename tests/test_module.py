@@ -1,4 +1,4 @@
-"""sivae.module and sivae.nn: likelihoods, unbiased minibatch losses, phases, the linear and NB variants."""
+"""sivae.nn.module and sivae.nn: likelihoods, unbiased minibatch losses, phases, the linear and NB variants."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import scipy.sparse as sp
 import torch
 from torch.distributions import NegativeBinomial, Normal, kl_divergence
 
-import sivae.module
+import sivae.nn.module
 from sivae.data.loaders import CellMatrix
-from sivae.module import Batch, CellVAE, ModuleConfig, SIVAEModule
+from sivae.nn.module import Batch, CellVAE, ModuleConfig, SIVAEModule
 from sivae.nn.likelihoods import gaussian_nll, negative_binomial_nll, negative_binomial_nll_per_cell
 from sivae.nn.mlp import kl_standard_normal
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def no_noise(monkeypatch: pytest.MonkeyPatch) -> None:
     # z = E[z] and v = E[v]: the loss becomes a deterministic function of the batch
-    monkeypatch.setattr(sivae.module, "reparameterize", lambda mean, log_var: mean)
+    monkeypatch.setattr(sivae.nn.module, "reparameterize", lambda mean, log_var: mean)
 
 
 def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,7 +170,7 @@ def test_linear_variant_has_identity_decoders_and_no_interpretability_term(no_no
     idx = torch.arange(N_FEATURES)
     mean = module.predict(x, module.feature_decoded(feature_x, idx), idx)
     torch.testing.assert_close(mean, z_1 @ v_1.T + module.cell.bias)
-    var = torch.nn.functional.softplus(module.cell.variance_head(z_1)) + sivae.module._MIN_VARIANCE
+    var = torch.nn.functional.softplus(module.cell.variance_head(z_1)) + sivae.nn.module._MIN_VARIANCE
     recon = gaussian_nll(x, z_1 @ v_1.T + module.cell.bias, var).sum(1).mean()
     torch.testing.assert_close(losses.recon, recon)
 

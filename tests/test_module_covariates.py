@@ -1,4 +1,4 @@
-"""Covariates in sivae.module: shapes, no change without them, exact step-2 sums, a planted batch."""
+"""Covariates in sivae.nn.module: shapes, no change without them, exact step-2 sums, a planted batch."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import sivae.module
-from sivae.module import Batch, CellStatistics, CellVAE, ModuleConfig, SIVAEModule
+import sivae.nn.module
+from sivae.nn.module import Batch, CellStatistics, CellVAE, ModuleConfig, SIVAEModule
 from sivae.nn.mlp import kl_standard_normal
 
 N_CELLS, N_FEATURES, C_RED, K = 10, 12, 5, 2
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def no_noise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sivae.module, "reparameterize", lambda mean, log_var: mean)
+    monkeypatch.setattr(sivae.nn.module, "reparameterize", lambda mean, log_var: mean)
 
 
 def _data(seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -175,7 +175,7 @@ def test_parameters_of_a_2000_gene_model_folder_stay_a_short_table(fitted, tmp_p
     import torch
 
     from sivae.data.record import Preprocessing
-    from sivae.saving import write_model_folder
+    from sivae.models.saving import write_model_folder
 
     adata, folder = fitted
     genes = [f"gene{i}" for i in range(2000)]

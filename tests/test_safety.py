@@ -105,12 +105,12 @@ def test_every_destination_is_checked_before_training(project, tmp_path, capsys,
 
 
 def test_a_failure_while_writing_leaves_no_half_result(project, tmp_path, capsys, monkeypatch) -> None:
-    import sivae.saving
+    import sivae.models.saving
 
     def failing_write(path, data):
         raise InputError("the disk is full")
 
-    monkeypatch.setattr(sivae.saving, "write_bytes", failing_write)  # the model folder's files
+    monkeypatch.setattr(sivae.models.saving, "write_bytes", failing_write)  # the model folder's files
     _refused(["fit", str(project / "in.h5ad"), "-o", str(tmp_path / "out.h5ad"), "--model-dir",
               str(tmp_path / "model"), *TINY], capsys, "disk is full")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # neither output, no temporaries
@@ -275,7 +275,7 @@ def test_simulate_large_refuses_sizes_that_cannot_fit(tmp_path, capsys, sizes) -
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch) -> None:
     from sivae._errors import TrainingDiverged
-    from sivae.checkpoint import load_checkpoint
+    from sivae.train.checkpoint import load_checkpoint
 
     adata = _counts()
     sivae.pp.preprocess(adata, n_top_genes=30)

@@ -10,7 +10,7 @@ from anndata import AnnData
 import sivae
 from sivae import InputError
 from sivae._constants import KEYS
-from sivae.module import CellVAE, ModuleConfig
+from sivae.nn.module import CellVAE, ModuleConfig
 from sivae.tl import edge_recovery, grn
 
 from test_neighborhoods import trained_network

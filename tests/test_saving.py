@@ -1,4 +1,4 @@
-"""sivae.saving and the preprocessing record: new raw cells embedded as in training, old folders load."""
+"""sivae.models.saving and the preprocessing record: new raw cells embedded as in training, old folders load."""
 
 from __future__ import annotations
 

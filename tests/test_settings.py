@@ -14,10 +14,10 @@ import sivae
 from sivae._errors import InputError
 from sivae.cli import _parser, main
 from sivae.cli._settings import add_settings, given, option_name
-from sivae.config import ModelConfig
-from sivae.modes import TRAINING_MODES, Paper, Plan, register
+from sivae.models.config import ModelConfig
+from sivae.train.modes import TRAINING_MODES, Paper, Plan, register
 from sivae.settings import Interval, check, check_value, document, setting
-from sivae.train_config import TrainConfig, shared_with
+from sivae.train.config import TrainConfig, shared_with
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""sivae.train.Trainer and sivae.data.loaders.BlockSampler: seeds, resume, early stopping."""
+"""sivae.train.trainer.Trainer and sivae.data.loaders.BlockSampler: seeds, resume, early stopping."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-import sivae.module
-import sivae.train
+import sivae.nn.module
+import sivae.train.trainer
 from sivae.data.loaders import BlockSampler, CellMatrix
-from sivae.module import CellVAE, ModuleConfig, SIVAEModule
-from sivae.train import TrainConfig, Trainer, TrainingData
+from sivae.nn.module import CellVAE, ModuleConfig, SIVAEModule
+from sivae.train.trainer import TrainConfig, Trainer, TrainingData
 
 N_CELLS, N_FEATURES, C_RED = 150, 20, 6
 CONFIG = ModuleConfig(n_features=N_FEATURES, n_latent=2, encoder_hidden=(16, 8), decoder_hidden=(8, 16),
@@ -150,11 +150,11 @@ def test_early_stopping_restores_the_best_epoch(data: TrainingData, monkeypatch:
 @pytest.mark.parametrize("phase", ["cell", "joint"])
 def test_evaluate_does_not_depend_on_feature_batch_size(data: TrainingData, monkeypatch: pytest.MonkeyPatch,
                                                         phase: str, feature_batch_size: int) -> None:
-    monkeypatch.setattr(sivae.module, "reparameterize", lambda mean, log_var: mean)  # no sampling noise
+    monkeypatch.setattr(sivae.nn.module, "reparameterize", lambda mean, log_var: mean)  # no sampling noise
     module = _module()
     full = Trainer(module, data, TRAIN, progress=False).evaluate(phase)
     # evaluation takes blocks of at least _EVAL_FEATURE_BLOCK; lower it so these blocks are used
-    monkeypatch.setattr(sivae.train, "_EVAL_FEATURE_BLOCK", 1)
+    monkeypatch.setattr(sivae.train.trainer, "_EVAL_FEATURE_BLOCK", 1)
     config = TrainConfig(**{**TRAIN.__dict__, "feature_batch_size": feature_batch_size})
     blocked = Trainer(module, data, config, progress=False).evaluate(phase)
     assert blocked == pytest.approx(full, rel=1e-5)
@@ -309,8 +309,8 @@ def test_heldout_loss_encoded_once_equals_block_by_block(data: TrainingData, mon
     module = _trained_a_little(data)
     # 4 batches of held-out cells x 4 blocks of features; without sampling noise the two ways
     # of computing must agree exactly (the noise is compared in the next test)
-    monkeypatch.setattr(sivae.module, "reparameterize", lambda mean, log_var: mean)
-    monkeypatch.setattr(sivae.train, "_EVAL_FEATURE_BLOCK", 1)
+    monkeypatch.setattr(sivae.nn.module, "reparameterize", lambda mean, log_var: mean)
+    monkeypatch.setattr(sivae.train.trainer, "_EVAL_FEATURE_BLOCK", 1)
     config = TrainConfig(**{**TRAIN.__dict__, "batch_size": 8, "feature_batch_size": 5})
     trainer = Trainer(module, data, config, progress=False)
     assert len(trainer._eval_blocks()) == 4 and len(trainer._val_batches()) == 4
@@ -373,9 +373,9 @@ def test_evaluation_runs_every_few_epochs_when_it_costs_more_than_its_budget(
     trainer = _trainer(data, config)
     every = trainer.eval_interval("joint")
     assert every > 1
-    monkeypatch.setattr(sivae.train, "EVAL_BUDGET", 10.0)
+    monkeypatch.setattr(sivae.train.trainer, "EVAL_BUDGET", 10.0)
     assert trainer.eval_interval("joint") == 1  # a generous budget evaluates every epoch
-    monkeypatch.setattr(sivae.train, "EVAL_BUDGET", 0.1)
+    monkeypatch.setattr(sivae.train.trainer, "EVAL_BUDGET", 0.1)
     history = trainer.fit()
     joint = [h for h in history if h["phase"] == "joint"]
     evaluated = [h["epoch"] for h in joint if math.isfinite(h["val"])]

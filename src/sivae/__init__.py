@@ -19,7 +19,7 @@ from ._errors import InputError
 
 # public name -> the module that defines it
 _LAZY = {
-    "SIVAE": ".model", "VAE": ".baselines", "LDVAE": ".baselines", "load_model": ".saving",
+    "SIVAE": ".models.model", "VAE": ".models.baselines", "LDVAE": ".models.baselines", "load_model": ".models.saving",
     "read": ".data.io", "read_backed": ".data.backed",
     "datasets": None, "pl": None, "pp": None, "tl": None,
 }
@@ -32,8 +32,8 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'sivae' has no attribute {name!r}")
     if name == "load_model":  # the model classes register themselves when imported
-        importlib.import_module(".model", __name__)
-        importlib.import_module(".baselines", __name__)
+        importlib.import_module(".models.model", __name__)
+        importlib.import_module(".models.baselines", __name__)
     source = _LAZY[name]
     module = importlib.import_module(source or f".{name}", __name__)
     value = module if source is None else getattr(module, name)

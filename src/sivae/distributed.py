@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ._errors import InputError
 
 if TYPE_CHECKING:
-    from .module import Batch, Losses
+    from .nn.module import Batch, Losses
 
 T = TypeVar("T")
 

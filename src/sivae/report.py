@@ -31,7 +31,7 @@ from ._constants import KEYS
 from ._errors import InputError
 from ._files import atomic_file, check_destination
 from .pl._plain import plain_text
-from .saving import read_model_folder
+from .models.saving import read_model_folder
 
 __all__ = ["build_report", "write_report"]
 
@@ -117,7 +117,7 @@ def _read_model_dir(model_dir: str | os.PathLike | None, uns: Any) -> dict[str, 
     # preprocessing record covers rather than its per-feature names, means and deviations
     if model_dir is None:
         return {}
-    from .saving import check_same_run
+    from .models.saving import check_same_run
 
     folder = read_model_folder(model_dir)  # a missing, corrupt or foreign folder: one sentence
     check_same_run(folder, uns, "the AnnData of the report")

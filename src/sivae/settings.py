@@ -70,7 +70,7 @@ def setting(default: Any, help: str, *, range: Interval | None = None,  # noqa: 
     cli
         The option's name on the command line, when not ``--`` + the name with dashes; "" for none.
     mode
-        The training mode (modes.py) that reads this setting, when only one does.
+        The training mode (train/modes.py) that reads this setting, when only one does.
     """
     metadata = {"help": help, "range": range, "choices": choices, "non_empty": non_empty, "cli": cli,
                 "mode": mode}

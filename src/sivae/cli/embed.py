@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model alone, transform IN as its training cells were, write the embedding."""
     from sivae import load_model, read
     from sivae.data.io import write_h5ad
-    from sivae.saving import read_model_folder
+    from sivae.models.saving import read_model_folder
 
     read_model_folder(args.model_dir)  # a missing or corrupt model is refused before IN is read
     source = _check_input(args.input)

@@ -19,8 +19,8 @@ from sivae._errors import InputError
 from sivae._files import (atomic_outputs, check_destination, check_distinct, locked, recover_outputs,
                           write_anndata)
 
-from sivae.config import ModelConfig
-from sivae.train_config import TrainConfig, shared_with
+from sivae.models.config import ModelConfig
+from sivae.train.config import TrainConfig, shared_with
 
 from ._args import _check_input, _top_genes
 from ._settings import add_settings, check_given, given
@@ -94,7 +94,7 @@ def _write(model: Any, args: argparse.Namespace, source: Path, out: Path, model_
     A run id in uns and in config.json names the pair, so that loading a model with the AnnData
     of another run is refused even when the two were copied about by hand.
     """
-    from sivae.saving import RUN_ID, write_model_folder
+    from sivae.models.saving import RUN_ID, write_model_folder
 
     model.adata.uns[model.keys.uns][RUN_ID] = uuid.uuid4().hex
     with locked(out, *([model_dir] if model_dir else [])):
@@ -102,7 +102,7 @@ def _write(model: Any, args: argparse.Namespace, source: Path, out: Path, model_
         with atomic_outputs() as commit:
             write_anndata(model.adata, commit.file(out, overwrite=args.force))
             if model_dir is not None:
-                write_model_folder(model_dir, **model._folder_contents(), overwrite=args.force, commit=commit)
+                write_model_folder(model_dir, **model.folder_contents(), overwrite=args.force, commit=commit)
 
 
 def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | None, Path | None]:
@@ -117,7 +117,7 @@ def _destinations(args: argparse.Namespace, source: Path) -> tuple[Path, Path | 
     out = check_destination(args.output, what="output", overwrite=args.force, inputs=[source])
     model_dir = None
     if args.model_dir is not None:
-        from sivae.saving import MODEL_FILES, MODEL_FOLDER_NAMES
+        from sivae.models.saving import MODEL_FILES, MODEL_FOLDER_NAMES
 
         model_dir = check_destination(args.model_dir, what="--model-dir", overwrite=args.force, folder=True,
                                       owned_markers=MODEL_FILES, owned_allowed=MODEL_FOLDER_NAMES,

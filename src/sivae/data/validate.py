@@ -337,7 +337,7 @@ def check_size(n_cells: int, *, n_latent: int, c_red: int | None, holdout_fracti
         Reduced size C_red of the feature-wise encoder's input, or None if not used.
     holdout_fraction
         Fraction of cells held out, in [0, 1) here (where the split's arithmetic is defined); a
-        model's setting is narrower, [0, 0.5), declared in `sivae.config.ModelConfig`.
+        model's setting is narrower, [0, 0.5), declared in `sivae.models.config.ModelConfig`.
 
     Raises
     ------

@@ -1,4 +1,4 @@
-"""A cell's covariates as one vector a_c, and their per-feature effects beta (see sivae.module).
+"""A cell's covariates as one vector a_c, and their per-feature effects beta (see sivae.nn.module).
 
 Categorical covariates (the batch first) are one-hot encoded, continuous ones enter as values:
 a_c = [onehot(s_{c,1}), ..., onehot(s_{c,J}), u_c], of width D = n_1 + ... + n_J + M. The same

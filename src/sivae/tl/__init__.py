@@ -8,7 +8,7 @@ returned; only where writing is optional does a tool take ``inplace`` (default T
 return the result and write nothing). A tool that only reads a result takes ``key`` instead
 (``hubs``, ``neighbors``). Tools that need a fitted model use its public methods only
 (``model.reconstructions``, ``model.decoded_features``, ``model.cell_source``, ...; see
-``sivae.scoring``).
+``sivae.models.scoring``).
 
 Centrality and hubs (centrality.py) and the scores of embeddings and loadings (metrics.py). The
 cross-validation protocol of the embedding benchmarks is ``sivae.evaluation``.

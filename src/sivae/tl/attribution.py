@@ -288,7 +288,7 @@ def attribution_key(method: str, target: str = "decoder") -> str:
 
 
 def _check_model(model: Any, target: str) -> None:
-    from sivae.model import BaseModel
+    from sivae.models.model import BaseModel
 
     if not isinstance(model, BaseModel):
         raise InputError(f"expected a trained sivae SIVAE, VAE or LDVAE; got {type(model).__name__}")

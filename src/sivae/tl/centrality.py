@@ -185,7 +185,7 @@ def centrality_ci(
         model.require_data("centrality_ci() without cells")
     else:
         check_model_input(model, adata, "centrality_ci")
-    from sivae.model import accuracy_from_sums
+    from sivae.models.model import accuracy_from_sums
 
     rng = np.random.default_rng(seed)
     n_genes = len(model.feature_names)

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from ._errors import InputError
+from .._errors import InputError
 from .config import ModelConfig
 from .model import BaseModel
-from .module import CellVAE
+from ..nn.module import CellVAE
 from .saving import register
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from ._constants import KEYS
-from ._errors import InputError
-from .data.backed import BackedCellMatrix
-from .data.loaders import CellMatrix, cells_on_features
+from .._constants import KEYS
+from .._errors import InputError
+from ..data.backed import BackedCellMatrix
+from ..data.loaders import CellMatrix, cells_on_features
 
 CHUNK = 1024  # cells per forward pass when embedding or scoring
 
@@ -140,7 +140,7 @@ class ScoringMixin:
     def reconstruction_sums(self, adata: AnnData | None = None, *, rows: np.ndarray | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per feature, over the chosen cells: the squared errors of the reconstruction, and the
-        sums of the truth and of its square; `sivae.model.accuracy_from_sums` turns them into
+        sums of the truth and of its square; `sivae.models.model.accuracy_from_sums` turns them into
         the centrality.
 
         Parameters

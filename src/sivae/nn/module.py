@@ -39,11 +39,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F_
 
-from .nn.covariates import CovariateEffects, Covariates
-from .nn.likelihoods import gaussian_nll, negative_binomial_nll_per_cell
-from .nn.mlp import GaussianEncoder, decoder, kl_standard_normal, reparameterize
-from .nn.outputs import EncodedCells, EncodedFeatures, Losses
-from .settings import Interval, setting
+from .covariates import CovariateEffects, Covariates
+from .likelihoods import gaussian_nll, negative_binomial_nll_per_cell
+from .mlp import GaussianEncoder, decoder, kl_standard_normal, reparameterize
+from .outputs import EncodedCells, EncodedFeatures, Losses
+from ..settings import Interval, setting
 
 LIKELIHOODS = ("gaussian", "nb")
 VARIANCES = ("cell", "feature")

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from ._cpu import SUBNORMALS
-from .data.loaders import CellMatrix
+from ..data.loaders import CellMatrix
 from .modes import TRAINING_MODES, TrainingMode
-from .settings import Interval, check, document, setting
+from ..settings import Interval, check, document, setting
 
 
 @document
@@ -41,7 +41,7 @@ class TrainConfig:
         "finetune", "training mode, how siVAE's three steps share the run: finetune (a VAE run, then "
         "the feature side fit to it; 1.25-1.5x a VAE run), paper (each step to its own early stop, "
         "every parameter free in the joint step; 2-3x) or budget (short pre-training, then a full "
-        "joint step); see sivae.modes", choices=TRAINING_MODES)
+        "joint step); see sivae.train.modes", choices=TRAINING_MODES)
     pretrain_fraction: float = setting(
         0.1, "share of max_epochs each pre-training step may train", range=Interval(0), mode="budget")
     # 0.01 stopped step 1 after 3 epochs: too early (modes.Budget)

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from . import _params
-from ._constants import KEYS
-from ._errors import InputError
+from .. import _params
+from .._constants import KEYS
+from .._errors import InputError
 
 
 @torch.no_grad()

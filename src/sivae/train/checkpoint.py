@@ -28,9 +28,9 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
-from ._constants import FILES
-from ._errors import InputError
-from ._files import atomic_file, recover_inside, write_bytes
+from .._constants import FILES
+from .._errors import InputError
+from .._files import atomic_file, recover_inside, write_bytes
 
 _TENSORS = re.compile("^" + re.escape(FILES.CHECKPOINT_TENSORS).replace(r"\{\}", r"(\d+)") + "$")
 

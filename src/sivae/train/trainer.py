@@ -23,14 +23,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._cpu import subnormals_handled, zero_subnormals
-from ._errors import InputError, TrainingDiverged
+from .._errors import InputError, TrainingDiverged
 from .checkpoint import CheckpointState, data_fingerprint, load_checkpoint, save_checkpoint
-from .data.loaders import BlockSampler
-from .distributed import all_reduce_sum, distributed_context, phase_loss, reduce_over_ranks
-from .module import Batch, CellStatistics, Losses
+from ..data.loaders import BlockSampler
+from ..distributed import all_reduce_sum, distributed_context, phase_loss, reduce_over_ranks
+from ..nn.module import Batch, CellStatistics, Losses
 from .modes import TRAINING_MODES, Plan
 from .schedule import PhaseRun, Stopper, count_flops
-from .train_config import TrainConfig, TrainingData, default_feature_batch
+from .config import TrainConfig, TrainingData, default_feature_batch
 
 __all__ = ["TRAINING_MODES", "PhaseRun", "TrainConfig", "Trainer", "TrainingData", "data_fingerprint",
            "default_feature_batch", "distributed_context"]

@@ -26,12 +26,12 @@ from anndata import AnnData
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from ._commit import Commit
-from ._constants import FILES
-from ._errors import InputError
-from ._files import atomic_outputs, check_destination, is_owned_folder, recover_outputs, write_bytes
-from ._inputs import check_input_file
-from .data.record import Preprocessing
+from .._commit import Commit
+from .._constants import FILES
+from .._errors import InputError
+from .._files import atomic_outputs, check_destination, is_owned_folder, recover_outputs, write_bytes
+from .._inputs import check_input_file
+from ..data.record import Preprocessing
 
 # config.json's record of the other files' SHA-256, binding them to it
 HASHES = "sha256"

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 if TYPE_CHECKING:
-    from .module import Batch, Losses
+    from ..nn.module import Batch, Losses
 
 
 @dataclass

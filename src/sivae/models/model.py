@@ -1,6 +1,6 @@
 """The user-facing siVAE: AnnData in, embeddings out, save and load.
 
-The torch maths lives in module.py and the optimisation in train.py; this file turns an AnnData
+The torch maths lives in nn/module.py and the optimisation in train/trainer.py; this file turns an AnnData
 into tensors, writes results back under documented keys, and keeps models on disk.
 """
 
@@ -15,22 +15,22 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from anndata import AnnData
-from ._constants import KEYS, OutputKeys, output_keys
-from ._errors import InputError, TrainingDiverged
-from .data import validate
-from .data.backed import BackedCellMatrix, is_backed, training_matrix
+from .._constants import KEYS, OutputKeys, output_keys
+from .._errors import InputError, TrainingDiverged
+from ..data import validate
+from ..data.backed import BackedCellMatrix, is_backed, training_matrix
 from .config import ModelConfig, check_fits_in_memory, resolve_device
-from .settings import refuse_unknown
-from .data.feature_input import feature_input
-from .data.loaders import CellMatrix, cells_on_features
-from .data.record import Preprocessing
-from .distributed import gather_blocks, my_block, reduce_over_ranks
-from .module import ModuleConfig, SIVAEModule
+from ..settings import refuse_unknown
+from ..data.feature_input import feature_input
+from ..data.loaders import CellMatrix, cells_on_features
+from ..data.record import Preprocessing
+from ..distributed import gather_blocks, my_block, reduce_over_ranks
+from ..nn.module import ModuleConfig, SIVAEModule
 from .sampling import draw_cells
 from .saving import check_same_run, read_model_folder, register, run_id, write_model_folder
 from .scoring import ScoringMixin
-from .train import TrainConfig, Trainer, TrainingData, data_fingerprint
-from .train_config import shared_with
+from ..train.trainer import TrainConfig, Trainer, TrainingData, data_fingerprint
+from ..train.config import shared_with
 
 
 def accuracy_from_sums(sse: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, *, n: int) -> np.ndarray:
@@ -81,7 +81,7 @@ class BaseModel(ScoringMixin):
     ) -> None:
         if not isinstance(adata, AnnData):
             raise InputError(f"expected an AnnData, got {type(adata).__name__}; read files with sivae.read()")
-        # every setting is declared, defaulted and checked in ModelConfig (sivae.config)
+        # every setting is declared, defaulted and checked in ModelConfig (sivae.models.config)
         self.config = _config or ModelConfig.from_arguments(kwargs, type(self).__name__)
         self.adata = adata
         self.device = resolve_device(device)
@@ -167,7 +167,7 @@ class BaseModel(ScoringMixin):
             networks and decoders to it, each in at most a fifth of step 1's minibatch steps: a
             run costs 1.25-1.5x a VAE run. "paper": the paper's three steps, each to its own early stop,
             every parameter free in the joint step (2-3x a VAE run). "budget": short
-            pre-training, then a full joint step. One class each in `sivae.modes`.
+            pre-training, then a full joint step. One class each in `sivae.train.modes`.
         checkpoint_dir
             Folder for a checkpoint written every ``checkpoint_every`` epochs (atomically).
         resume
@@ -175,7 +175,7 @@ class BaseModel(ScoringMixin):
         progress
             Show a progress bar with the step, losses and ETA.
         **settings
-            Any other setting of `sivae.train_config.TrainConfig` that the model does not hold
+            Any other setting of `sivae.train.config.TrainConfig` that the model does not hold
             (``pretrain_fraction``, ``pretrain_tolerance``, ``finetune_fraction``, ``grad_clip``,
             ``subnormals``); its help lists each one's default and range.
 
@@ -272,7 +272,7 @@ class BaseModel(ScoringMixin):
                           f"centrality var[{k.centrality!r}] is NaN; filter rarely detected genes to avoid it", stacklevel=3)
 
     def _summary(self) -> dict[str, Any]:
-        from . import __version__
+        from .. import __version__
 
         params = {key: (list(v) if isinstance(v, tuple) else ("none" if v is None else v))
                   for key, v in asdict(self.config).items()}
@@ -343,10 +343,13 @@ class BaseModel(ScoringMixin):
         The folder is written under a temporary name and renamed, so it is whole or absent. With
         ``overwrite`` an existing *model* folder is replaced; any other folder is refused.
         """
-        write_model_folder(path, **self._folder_contents(), overwrite=overwrite)
+        write_model_folder(path, **self.folder_contents(), overwrite=overwrite)
 
-    def _folder_contents(self) -> dict[str, Any]:
-        from . import __version__  # below: what a model folder holds, also for `sivae fit`'s commit
+    def folder_contents(self) -> dict[str, Any]:
+        """What ``save`` writes, as ``write_model_folder``'s keyword arguments (``meta``, ``tensors``,
+        ``preprocessing``), for a writer that commits the folder together with other outputs
+        (``sivae fit`` writes its h5ad and the model folder as one change)."""
+        from .. import __version__
 
         meta = {"model": self._name, "version": __version__, "config": asdict(self.config),
                 "feature_names": self.feature_names.tolist(), "n_train": len(self.train_idx),
@@ -430,7 +433,7 @@ class SIVAE(BaseModel):
     n_latent, gamma, likelihood, linear, **kwargs
         The model's settings: K, the weight of the interpretability term (eq. 13; 0 gives the
         paper's siVAE), "gaussian" or "nb" (siVAE-NB, eq. 14-18), siVAE-linear (eq. 19-20), and
-        any other setting of `sivae.config.ModelConfig` (hidden sizes, the feature input and
+        any other setting of `sivae.models.config.ModelConfig` (hidden sizes, the feature input and
         C_red, batch sizes, learning rate, L2, held-out share, patience, seed), whose help lists
         every setting's default, accepted values and meaning.
     device

@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from . import _params
-from ._errors import InputError
-from ._params import check_memory, is_int
-from .data.feature_input import METHODS as FEATURE_INPUT_METHODS
-from .module import LIKELIHOODS, VARIANCES, ModuleConfig
-from .settings import Interval, check, document, refuse_unknown, same_as, setting
-from .train_config import TrainConfig
+from .. import _params
+from .._errors import InputError
+from .._params import check_memory, is_int
+from ..data.feature_input import METHODS as FEATURE_INPUT_METHODS
+from ..nn.module import LIKELIHOODS, VARIANCES, ModuleConfig
+from ..settings import Interval, check, document, refuse_unknown, same_as, setting
+from ..train.config import TrainConfig
 
 __all__ = ["LIKELIHOODS", "VARIANCES", "ModelConfig", "check_fits_in_memory", "is_int", "resolve_device"]
 

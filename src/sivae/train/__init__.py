@@ -1,0 +1,1 @@
+"""Training: the Trainer, one class per training mode, settings, checkpoints, CPU numerics."""
