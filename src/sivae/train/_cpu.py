@@ -111,9 +111,12 @@ def denormals_flushed(device: torch.device | str, *, team: bool = True) -> Itera
         yield
         return
     was_on = flushing_denormals()
+    parallel = team and torch.get_num_threads() > 1
+    if parallel:  # start torch's OpenMP team first: a thread created while this one flushes inherits
+        team_flushes()  # the flag, kept it after the run, and was never given its setting back
     torch.set_flush_denormal(True)
     team_was = None
-    if team and torch.get_num_threads() > 1 and not team_flushes():
+    if parallel and not team_flushes():
         team_was = _on_each_thread(True)
         if team_was is not None and not team_flushes():  # another runtime answered: undo, rely on zeroing
             _on_each_thread(team_was)
