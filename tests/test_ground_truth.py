@@ -11,7 +11,7 @@ import sivae
 from sivae import InputError
 from sivae._constants import KEYS
 from sivae.tl import centrality_ground_truth
-from sivae.tl._grouped import GroupedMLP, pve
+from sivae.tl._grouped import GroupedMLP, pve, train_grouped
 
 
 def test_grouped_networks_are_independent_mlps():
@@ -85,3 +85,32 @@ def test_bad_input_gets_one_sentence():
         centrality_ground_truth(AnnData(np.ones((5, 3), dtype=np.float32)))
     with pytest.raises(InputError, match="adata.layers has no 'counts'"):
         centrality_ground_truth(AnnData(np.ones((20, 3), dtype=np.float32)), layer="counts")
+
+
+def test_a_subset_of_query_genes_is_scored_alone(one_thread):
+    # gene 0 drives genes 1-3; asking for genes 0 and 4 only trains those two networks
+    rng = np.random.default_rng(1)
+    x0 = rng.normal(size=800)
+    X = np.column_stack([x0] + [x0 + 0.5 * rng.normal(size=800) for _ in range(3)] + [rng.normal(size=800)])
+    adata = AnnData(X.astype(np.float32))
+    truth = centrality_ground_truth(adata, genes=["4", "0"], n_components=None, epochs=20, seed=0)
+    assert truth.index.equals(adata.var_names)
+    assert np.isnan(truth[["1", "2", "3"]]).all() and np.isfinite(truth[["0", "4"]]).all()
+    assert truth["0"] > 0.4 > 0.05 > truth["4"]
+    with pytest.raises(InputError, match="genes must name genes of adata.var_names"):
+        centrality_ground_truth(adata, genes=["0", "TP53"])
+
+
+def test_early_stopping_keeps_each_networks_best_epoch(one_thread):
+    torch.manual_seed(0)
+    model = GroupedMLP(2, 1, (8,), 1)
+    x = torch.randn(2, 200, 1)
+    y = torch.cat([x[:1] * 2.0, torch.randn(1, 200, 1)])  # network 0 learns; network 1 fits noise
+    val_x = torch.randn(2, 100, 1)
+    validation = (val_x, torch.cat([val_x[:1] * 2.0, torch.randn(1, 100, 1)]))
+    run = train_grouped(model, 200, lambda rows: (x[:, rows], y[:, rows]), epochs=300, batch_size=50,
+                        learning_rate=1e-2, seed=0, validation=validation, patience=5)
+    assert run < 300  # stopped early: the noise network cannot improve for long
+    with torch.no_grad():
+        val_loss = (model(validation[0]) - validation[1]).pow(2).mean((1, 2))
+    assert val_loss[0] < 0.05 and val_loss[1] < 1.3  # the learner learned; the noise one kept an early state

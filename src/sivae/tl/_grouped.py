@@ -57,15 +57,21 @@ def train_grouped(
     batch_size: int,
     learning_rate: float,
     seed: int,
-) -> None:
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    patience: int | None = None,
+) -> int:
     """Adam on the summed per-group mean squared error, over minibatches of cell indices.
 
     ``batch(rows)`` returns the (G, B, n_in) inputs and (G, B, n_out) targets of those cells.
+    With ``validation`` = (inputs, targets) of cells kept out of training and a ``patience``,
+    each network keeps the weights of its own best validation epoch, and training stops once
+    no network has improved for ``patience`` epochs (or at ``epochs``). Returns the epochs run.
     """
     rng = np.random.default_rng(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    model.train()
-    for _ in range(epochs):
+    best = _BestWeights(model) if validation is not None and patience is not None else None
+    for epoch in range(epochs):
+        model.train()
         order = rng.permutation(n_cells)
         for s in range(0, n_cells, batch_size):
             inputs, targets = batch(order[s : s + batch_size])
@@ -76,7 +82,40 @@ def train_grouped(
         if not torch.isfinite(loss) or not all(torch.isfinite(p).all() for p in model.parameters()):
             raise InputError(f"the networks' training diverged (loss {float(loss.detach())}) with learning_rate="
                              f"{learning_rate:g}; use a smaller learning rate")
+        if best is not None and best.update(model, validation, epoch) and epoch - best.last_improved >= patience:
+            break
+    if best is not None:
+        best.restore(model)
     model.eval()
+    return epoch + 1
+
+
+class _BestWeights:
+    """Each group's weights at its lowest validation error so far (per-network early stopping)."""
+
+    def __init__(self, model: GroupedMLP) -> None:
+        self.loss = None
+        self.state = [p.detach().clone() for p in model.parameters()]
+        self.last_improved = 0
+
+    @torch.no_grad()
+    def update(self, model: GroupedMLP, validation: tuple[torch.Tensor, torch.Tensor], epoch: int) -> bool:
+        """Keep the groups that improved; True once a whole epoch passed without any improving."""
+        model.eval()
+        inputs, targets = validation
+        loss = (model(inputs) - targets).pow(2).mean((1, 2))  # (G,)
+        improved = torch.ones_like(loss, dtype=torch.bool) if self.loss is None else loss < self.loss
+        if improved.any():
+            self.last_improved = epoch
+            self.loss = loss if self.loss is None else torch.where(improved, loss, self.loss)
+            for kept, p in zip(self.state, model.parameters()):
+                kept[improved] = p.detach()[improved]
+        return not improved.any()
+
+    @torch.no_grad()
+    def restore(self, model: GroupedMLP) -> None:
+        for kept, p in zip(self.state, model.parameters()):
+            p.copy_(kept)
 
 
 def check_training(hidden: Any, epochs: Any, batch_size: Any, learning_rate: Any, holdout_fraction: Any,
