@@ -38,9 +38,14 @@ from .attribution import attribute
 from .attribution_summary import summarize_attributions
 from .gene_relevance import gene_relevance
 
+# gene modules and offline gene-set enrichment (issue 28)
+from .enrichment import enrich, over_representation, rank_enrichment
+from .gene_sets import match_gene_sets, read_gene_sets
+
 __all__ = ["hubs", "hubs_in_top", "isolated_norm_ratio", "knn_accuracy", "loading_silhouette"]
 __all__ += ["aracne", "centrality_ci", "centrality_ground_truth", "clr", "compare_neighborhoods",
             "degree_centrality", "edge_list", "edge_recovery", "grn", "mrnet", "mutual_information", "neighbors"]
 __all__ += ["centrality_ground_truth_binned", "correlation_degree", "correlation_network", "detection_rate",
             "mean_expression", "noise_ceiling", "partial_spearman", "pca_centrality", "split_half_reliability"]
 __all__ += ["agreement", "agreement_matrix", "attribute", "gene_relevance", "summarize_attributions"]
+__all__ += ["enrich", "match_gene_sets", "over_representation", "rank_enrichment", "read_gene_sets"]
