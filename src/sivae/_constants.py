@@ -60,9 +60,8 @@ class _Keys:
     # .uns: sivae.tl.agreement, per-dimension |Spearman| of each pair of interpretations
     AGREEMENT: str = "sivae_agreement"
     # .var: gene module of sivae.tl.gene_modules (categorical, NaN = unassigned: near the origin);
-    # .uns: its parameters and the norm threshold used
+    # .uns under the same key: its parameters and the norm threshold used
     MODULE: str = "sivae_module"
-    MODULES: str = "sivae_modules"
     # .obsm: per-cell activity of each module (sivae.tl.module_scores), a cells x modules DataFrame
     MODULE_SCORES: str = "sivae_module_scores"
     # .uns: sivae.tl.enrich, {"results": table, "matching": counts, "gene_sets": name}

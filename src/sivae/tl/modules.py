@@ -1,0 +1,224 @@
+"""Gene modules: Leiden communities of the genes' k-NN graph in the loading space (siVAE-Euc, the
+distance of `sivae.tl.neighbors`), with genes near the origin left unassigned; and each module's
+activity per cell.
+
+Why genes near the origin are left out: the interpretability term pulls a gene that no latent
+programme explains toward the origin (isolated genes of the simulated network end with about a
+fifth of the loading norm of community genes). Near the origin every direction is close, so a
+k-NN graph would tie such genes to each other and to the weakest members of every module; they
+are set aside before the graph is built and never forced into a module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from sklearn.mixture import GaussianMixture
+
+from sivae import _params
+from sivae._constants import KEYS
+from sivae._errors import InputError
+from sivae.data.validate import check_matrix
+
+__all__ = ["gene_modules", "module_scores", "origin_threshold"]
+
+# Ashman's D above which two Gaussian components count as separate groups (Ashman et al. 1994)
+_SEPARATION = 2.0
+
+
+def origin_threshold(norms: Any, *, seed: int = 0) -> tuple[float, float]:
+    """The loading norm below which a gene counts as near the origin, from the norms themselves.
+
+    A two-component Gaussian mixture (scikit-learn) is fitted to the log norms. When the two
+    components are separate groups (Ashman's D > 2, i.e. their means lie more than about two
+    pooled standard deviations apart), the threshold is where a gene becomes likelier to belong
+    to the upper component than to the lower one; otherwise no gene is near the origin (0.0).
+
+    Parameters
+    ----------
+    norms
+        Euclidean norm of each gene's loadings.
+    seed
+        Seed of the mixture's initialisation.
+
+    Returns
+    -------
+    tuple of float
+        The threshold (0.0 when the norms form one group) and Ashman's D.
+    """
+    norms = np.asarray(norms, dtype=np.float64)
+    positive = norms[norms > 0]
+    if len(positive) < 10:
+        return 0.0, 0.0
+    log = np.log(positive)[:, None]
+    mixture = GaussianMixture(2, random_state=seed, n_init=3).fit(log)
+    mean = mixture.means_.ravel()
+    var = mixture.covariances_.ravel()
+    d = float(np.sqrt(2) * abs(mean[0] - mean[1]) / np.sqrt(var[0] + var[1]))
+    if d <= _SEPARATION:
+        return 0.0, d
+    low, high = int(np.argmin(mean)), int(np.argmax(mean))
+    grid = np.linspace(mean[low], mean[high], 1024)  # the decision boundary lies between the two means
+    upper = mixture.predict_proba(grid[:, None])[:, high] > 0.5
+    return float(np.exp(grid[np.argmax(upper)])), d
+
+
+def gene_modules(
+    adata: AnnData,
+    *,
+    resolution: float = 1.0,
+    n_neighbors: int = 15,
+    min_norm: float | None = None,
+    min_size: int = 5,
+    seed: int = 0,
+    key: str = KEYS.LOADINGS,
+    key_added: str | None = None,
+) -> pd.Series:
+    """Gene modules: Leiden clustering of the genes' k-NN graph in the loading space.
+
+    Genes whose loading norm is at most ``min_norm`` are near the origin (explained by no latent
+    programme) and stay unassigned; the others are linked to their ``n_neighbors`` nearest genes
+    (Euclidean, as `neighbors`) by scanpy's ``pp.neighbors`` and clustered by scanpy's
+    ``tl.leiden`` (igraph). Modules of fewer than ``min_size`` genes are unassigned too.
+
+    Parameters
+    ----------
+    adata
+        AnnData after ``model.train()``; reads ``adata.varm[key]``.
+    resolution
+        Leiden resolution: higher gives more, smaller modules.
+    n_neighbors
+        Neighbours per gene in the k-NN graph.
+    min_norm
+        Loading norm at or below which a gene is left unassigned; None (default): chosen from
+        the data by `origin_threshold` (a two-group split of the log norms, or 0 when they form
+        one group); 0: every gene is clustered.
+    min_size
+        Smallest module kept.
+    seed
+        Seed of the neighbour search, the Leiden run and the mixture.
+    key
+        The gene embedding in ``adata.varm`` (default ``"sivae_loadings"``).
+    key_added
+        ``adata.var`` column of the modules and ``adata.uns`` key of the parameters; None:
+        ``"sivae_module"``.
+
+    Returns
+    -------
+    pandas.Series
+        Categorical module per gene (``M1`` the largest, ``M2``, ...), NaN for unassigned genes,
+        indexed by ``adata.var_names``. Also written to ``adata.var[key_added]``; the parameters,
+        the norm threshold used and Ashman's D go to ``adata.uns[key_added]``.
+    """
+    loadings = _loadings(adata, key)
+    resolution = _params.positive(resolution, "resolution")
+    n_neighbors = _params.count(n_neighbors, "n_neighbors")
+    min_size = _params.count(min_size, "min_size")
+    seed = _params.seed(seed)
+    norms = np.linalg.norm(loadings, axis=1)
+    if min_norm is None:
+        threshold, separation = origin_threshold(norms, seed=seed)
+    else:
+        threshold, separation = _params.non_negative(min_norm, "min_norm"), float("nan")
+    kept = np.flatnonzero(norms > threshold)
+    if len(kept) <= n_neighbors:
+        raise InputError(f"only {len(kept)} genes have a loading norm above {threshold:.3g}, too few for "
+                         f"n_neighbors={n_neighbors}; lower min_norm or n_neighbors")
+    labels = np.full(adata.n_vars, None, dtype=object)
+    labels[kept] = _leiden(loadings[kept], n_neighbors, resolution, seed)
+    modules = _named(labels, min_size)
+    out_key = KEYS.MODULE if key_added is None else key_added
+    adata.var[out_key] = modules.to_numpy()
+    adata.uns[out_key] = {
+        "params": {"resolution": resolution, "n_neighbors": n_neighbors, "min_size": min_size, "seed": seed,
+                   "key": key, "min_norm": "auto" if min_norm is None else threshold},
+        "norm_threshold": float(threshold), "ashman_d": separation,
+        "n_unassigned": int(modules.isna().sum()), "n_modules": int(len(modules.cat.categories)),
+    }
+    return modules
+
+
+def _loadings(adata: Any, key: str) -> np.ndarray:
+    if not isinstance(adata, AnnData):
+        raise InputError(f"expected an AnnData; got {type(adata).__name__}")
+    if key not in adata.varm:
+        raise InputError(f"adata.varm has no {key!r}; train a model on this AnnData first (model.train())")
+    check_matrix(adata.varm[key], f"adata.varm[{key!r}]")
+    loadings = np.asarray(adata.varm[key], dtype=np.float64)
+    if loadings.ndim != 2 or not np.isfinite(loadings).all():
+        raise InputError(f"adata.varm[{key!r}] must be a finite genes x dims matrix; retrain the model")
+    return loadings
+
+
+def _leiden(points: np.ndarray, n_neighbors: int, resolution: float, seed: int) -> np.ndarray:
+    import scanpy as sc
+
+    genes = AnnData(points.astype(np.float32), obs=pd.DataFrame(index=[str(i) for i in range(len(points))]))
+    sc.pp.neighbors(genes, n_neighbors=n_neighbors, use_rep="X", metric="euclidean", random_state=seed)
+    sc.tl.leiden(genes, resolution=resolution, flavor="igraph", n_iterations=-1, directed=False,
+                 random_state=seed)
+    return genes.obs["leiden"].astype(str).to_numpy()
+
+
+def _named(labels: np.ndarray, min_size: int) -> pd.Series:
+    # M1 the largest module, then by size; modules under min_size unassigned (NaN)
+    counts = pd.Series(labels).dropna().value_counts(sort=False)
+    big = counts[counts >= min_size].sort_values(ascending=False, kind="stable")
+    names = {label: f"M{i}" for i, label in enumerate(big.index, start=1)}
+    named = [names.get(label) if label is not None else None for label in labels]
+    return pd.Series(pd.Categorical(named, categories=list(names.values())))
+
+
+def module_scores(adata: AnnData, *, layer: str | None = None, key: str = KEYS.MODULE, ctrl_size: int = 50,
+                  seed: int = 0, key_added: str | None = None) -> pd.DataFrame:
+    """Each module's activity per cell: scanpy's ``tl.score_genes`` on the module's genes.
+
+    The score of a cell is the mean expression of the module's genes minus that of control
+    genes drawn from the same expression bins (Satija et al. 2015, as scanpy computes it).
+
+    Parameters
+    ----------
+    adata
+        AnnData after `gene_modules`; reads ``adata.var[key]`` and ``adata.X`` (or ``layer``).
+    layer
+        Score ``adata.layers[layer]`` instead of ``adata.X`` (e.g. log-normalised values).
+    key
+        The ``adata.var`` column of the modules (default ``"sivae_module"``).
+    ctrl_size
+        Control genes per expression bin.
+    seed
+        Seed of the control-gene draw.
+    key_added
+        ``adata.obsm`` key of the scores; None: ``"sivae_module_scores"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Cells x modules, indexed by ``adata.obs_names``; also written to ``adata.obsm[key_added]``.
+    """
+    import scanpy as sc
+
+    if not isinstance(adata, AnnData):
+        raise InputError(f"module_scores expects an AnnData; got {type(adata).__name__}")
+    if key not in adata.var:
+        raise InputError(f"adata.var has no {key!r} column; run sivae.tl.gene_modules first")
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"adata.layers has no {layer!r}; choose one of {sorted(adata.layers)} or leave layer=None")
+    modules = adata.var[key].astype("category")
+    if modules.isna().all():
+        raise InputError(f"adata.var[{key!r}] assigns no gene to a module; rerun sivae.tl.gene_modules")
+    check_matrix(adata.X if layer is None else adata.layers[layer], "adata.X" if layer is None else f"layer {layer!r}")
+    cells = AnnData(adata.X if layer is None else adata.layers[layer], obs=pd.DataFrame(index=adata.obs_names),
+                    var=pd.DataFrame(index=adata.var_names))
+    scores = {}
+    for name in modules.cat.categories:
+        genes = list(adata.var_names[(modules == name).to_numpy()])
+        sc.tl.score_genes(cells, genes, ctrl_size=_params.count(ctrl_size, "ctrl_size"), score_name="score",
+                          random_state=_params.seed(seed))
+        scores[str(name)] = cells.obs["score"].to_numpy(dtype=np.float64)
+    table = pd.DataFrame(scores, index=adata.obs_names)
+    adata.obsm[KEYS.MODULE_SCORES if key_added is None else key_added] = table
+    return table

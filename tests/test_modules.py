@@ -1,0 +1,105 @@
+"""Gene modules (Leiden in the loading space, genes near the origin unassigned) and module scores."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from anndata import AnnData
+from sklearn.metrics import adjusted_rand_score
+
+import sivae
+from sivae import InputError
+from sivae._constants import KEYS
+from sivae.tl import gene_modules, module_scores, origin_threshold
+
+
+def _planted_loadings(seed: int = 0, n_communities: int = 5, size: int = 40, n_isolated: int = 40) -> AnnData:
+    # each community's genes point along one direction of an 8-dim loading space (norm ~1); isolated
+    # genes sit near the origin (norm ~0.2), as the interpretability term leaves them
+    rng = np.random.default_rng(seed)
+    directions = np.linalg.qr(rng.normal(size=(8, 8)))[0][:n_communities]
+    loadings = np.concatenate([d * rng.uniform(0.8, 1.3, size=(size, 1)) + rng.normal(0, 0.12, size=(size, 8))
+                               for d in directions] + [rng.normal(0, 0.07, size=(n_isolated, 8))])
+    truth = [f"c{c}" for c in range(n_communities) for _ in range(size)] + ["isolated"] * n_isolated
+    var = pd.DataFrame({"truth": truth}, index=[f"g{i}" for i in range(len(truth))])
+    adata = AnnData(np.zeros((3, len(truth)), dtype=np.float32), var=var)
+    adata.varm[KEYS.LOADINGS] = loadings
+    return adata
+
+
+def _score(adata: AnnData, modules: pd.Series, truth: np.ndarray, isolated: np.ndarray) -> tuple[float, float]:
+    in_community = ~isolated
+    ari = adjusted_rand_score(truth[in_community], modules[in_community].astype(str))
+    return float(ari), float(modules[isolated].isna().mean())
+
+
+def test_planted_communities_are_modules_and_isolated_genes_stay_unassigned(tmp_path):
+    adata = _planted_loadings()
+    modules = gene_modules(adata)
+    isolated = (adata.var["truth"] == "isolated").to_numpy()
+    ari, iso_unassigned = _score(adata, modules, adata.var["truth"].to_numpy(), isolated)
+    print(f"\nplanted loadings: ARI {ari:.3f}, isolated unassigned {iso_unassigned:.2f}")
+    assert ari >= 0.95 and iso_unassigned == 1.0
+    assert modules[~isolated].notna().mean() > 0.97
+    assert list(modules.cat.categories) == ["M1", "M2", "M3", "M4", "M5"]
+    info = adata.uns[KEYS.MODULE]
+    assert info["ashman_d"] > 2 and 0.3 < info["norm_threshold"] < 0.7 and info["n_modules"] == 5
+    # written to var, and a round trip through h5ad keeps the unassigned genes unassigned
+    adata.write_h5ad(tmp_path / "m.h5ad")
+    back = ad.read_h5ad(tmp_path / "m.h5ad").var[KEYS.MODULE]
+    assert back.isna().sum() == modules.isna().sum() and (back.dropna() == modules.dropna().to_numpy()).all()
+
+
+def test_min_norm_zero_clusters_every_gene_and_one_group_of_norms_has_no_origin():
+    adata = _planted_loadings()
+    everyone = gene_modules(adata, min_norm=0.0, key_added="all_genes")
+    assert everyone.notna().mean() > 0.9 and "all_genes" in adata.var and "all_genes" in adata.uns
+    rng = np.random.default_rng(1)
+    threshold, d = origin_threshold(np.exp(rng.normal(size=2000)))  # one log-normal group: no origin
+    assert threshold == 0.0 and d <= 2
+    threshold, d = origin_threshold(np.r_[np.exp(rng.normal(0, 0.1, 500)), np.exp(rng.normal(-1.6, 0.2, 100))])
+    assert d > 2 and 0.25 < threshold < 0.85
+
+
+def test_bad_inputs_are_one_sentence():
+    adata = _planted_loadings()
+    with pytest.raises(InputError, match="too few for n_neighbors=500"):
+        gene_modules(adata, n_neighbors=500)
+    with pytest.raises(InputError, match="resolution"):
+        gene_modules(adata, resolution=-1)
+    with pytest.raises(InputError, match="train a model"):
+        gene_modules(AnnData(np.zeros((2, 3))))
+    adata.varm[KEYS.LOADINGS][0, 0] = np.nan
+    with pytest.raises(InputError, match="finite"):
+        gene_modules(adata)
+    with pytest.raises(InputError, match="run sivae.tl.gene_modules first"):
+        module_scores(AnnData(np.zeros((2, 3))))
+
+
+def test_trained_model_recovers_the_simulated_network_and_scores_its_modules():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        adata = sivae.datasets.simulated_network(n_cells=2000, seed=0)
+        sivae.SIVAE(adata, n_latent=8, encoder_hidden=(128, 64), seed=0, device="cpu").train(
+            max_epochs=60, progress=False)
+    finally:
+        torch.set_num_threads(n)
+    modules = gene_modules(adata)
+    isolated = adata.var[KEYS.IS_ISOLATED].to_numpy(dtype=bool)
+    ari, iso_unassigned = _score(adata, modules, adata.var[KEYS.COMMUNITY].astype(str).to_numpy(), isolated)
+    print(f"\nsimulated network, K=8: ARI {ari:.3f}, isolated unassigned {iso_unassigned:.2f}, "
+          f"threshold {adata.uns[KEYS.MODULE]['norm_threshold']:.3f}")
+    assert ari >= 0.9 and iso_unassigned == 1.0
+    scores = module_scores(adata)
+    assert scores.shape == (adata.n_obs, 5) and adata.obsm[KEYS.MODULE_SCORES] is not None
+    # each module's score follows the hub of the community it holds
+    for name in scores.columns:
+        genes = adata.var_names[(modules == name).to_numpy()]
+        hub = [g for g in genes if adata.var.loc[g, KEYS.IS_HUB]]
+        assert len(hub) == 1
+        r = np.corrcoef(scores[name], np.asarray(adata[:, hub[0]].X).ravel())[0, 1]
+        assert r > 0.6, (name, r)
