@@ -103,3 +103,75 @@ def test_trained_model_recovers_the_simulated_network_and_scores_its_modules():
         assert len(hub) == 1
         r = np.corrcoef(scores[name], np.asarray(adata[:, hub[0]].X).ravel())[0, 1]
         assert r > 0.6, (name, r)
+
+
+# -- the command line -----------------------------------------------------------------------------
+def test_cli_modules_and_enrich_end_to_end(tmp_path, capsys):
+    from sivae.cli import main
+
+    adata = _planted_loadings()
+    adata.var[KEYS.CENTRALITY] = np.linalg.norm(adata.varm[KEYS.LOADINGS], axis=1)
+    adata.write_h5ad(tmp_path / "out.h5ad")
+    truth = adata.var["truth"]
+    (tmp_path / "sets.gmt").write_text("".join(
+        f"SET_{c}\tplanted\t" + "\t".join(g.upper() for g in adata.var_names[truth == c]) + "\n"
+        for c in ("c0", "c1", "c2")))
+    assert main(["modules", str(tmp_path / "out.h5ad"), "-o", str(tmp_path / "modules.csv")]) == 0
+    table = pd.read_csv(tmp_path / "modules.csv")
+    assert list(table.columns) == ["gene", "module", "loading_norm"] and len(table) == adata.n_vars
+    assert (table.loc[(truth == "isolated").to_numpy(), "module"] == "unassigned").all()
+    assert "5 modules" in capsys.readouterr().out
+    assert main(["enrich", str(tmp_path / "out.h5ad"), "--gene-sets", str(tmp_path / "sets.gmt"),
+                 "-o", str(tmp_path / "enrichment.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "matched 120 of 240 genes to the 3 gene sets" in out
+    result = pd.read_csv(tmp_path / "enrichment.csv")
+    best = result.loc[result.groupby("source")["p"].idxmin()]
+    modules = best[best["source"].str.startswith("module")]
+    assert len(modules) == 3 and (modules["fdr"] < 0.05).all() and "hubs" in set(result["source"])
+
+
+def test_cli_bad_inputs_are_one_sentence_and_write_nothing(tmp_path, capsys):
+    from sivae.cli import main
+
+    adata = _planted_loadings()
+    adata.write_h5ad(tmp_path / "out.h5ad")
+    (tmp_path / "bad.gmt").write_text("ONLY_A_NAME\n")
+    (tmp_path / "other.gmt").write_text("S\td\tISG15\tMX1\tIFIT1\tOAS1\tIFI6\n")
+    cases = [
+        (["enrich", str(tmp_path / "out.h5ad"), "--gene-sets", str(tmp_path / "bad.gmt")], "is not GMT"),
+        (["enrich", str(tmp_path / "out.h5ad"), "--gene-sets", str(tmp_path / "other.gmt")], "none of the 240 genes"),
+        (["enrich", str(tmp_path / "out.h5ad"), "--gene-sets", str(tmp_path / "missing.gmt")], "does not exist"),
+        (["enrich", str(tmp_path / "out.h5ad"), "--what", "hubs", "--gene-sets", str(tmp_path / "other.gmt")],
+         "sivae_centrality"),
+        (["enrich", str(tmp_path / "out.h5ad"), "--max-fdr", "2"], "--max-fdr"),
+        (["modules", str(tmp_path / "out.h5ad"), "--n-neighbors", "999"], "too few for n_neighbors=999"),
+        (["modules", str(tmp_path / "missing.h5ad")], "does not exist"),
+    ]
+    for argv, message in cases:
+        out = str(tmp_path / ("x.csv"))
+        assert main(argv + ["-o", out]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (argv, err)
+        assert not (tmp_path / "x.csv").exists()
+
+
+# -- figures --------------------------------------------------------------------------------------
+def test_figures_draw_modules_and_enrichment_and_refuse_bad_input(tmp_path):
+    adata = _planted_loadings()
+    gene_modules(adata)
+    fig = sivae.pl.gene_modules(adata, path=tmp_path / "modules.png")
+    assert (tmp_path / "modules.png").stat().st_size > 5000
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[0] == "unassigned (40)" and len(labels) == 6
+    sets = {f"S{c}": list(adata.var_names[adata.var["truth"] == f"c{c}"]) for c in range(3)}
+    res = sivae.tl.enrich(adata, sets, max_fdr=1.0)
+    fig = sivae.pl.enrichment(res, n_terms=2, path=tmp_path / "enrichment.png")
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks and all(": S" in t for t in ticks)
+    with pytest.raises(InputError, match="no term of the enrichment table"):
+        sivae.pl.enrichment(res, max_fdr=1e-300)
+    with pytest.raises(InputError, match="must be the DataFrame"):
+        sivae.pl.enrichment({"a": 1})
+    with pytest.raises(InputError, match="run sivae.tl.gene_modules first"):
+        sivae.pl.gene_modules(AnnData(np.zeros((2, 3))))

@@ -124,6 +124,20 @@ def test_analyses_appear_when_present_and_colour_is_chosen(fitted):
         build_report(adata, color="nope")
 
 
+def test_modules_and_gene_sets_section_appears_when_present(fitted):
+    adata, _ = fitted
+    adata = adata.copy()
+    assert "modules" not in _parse(build_report(adata)).ids
+    sivae.tl.gene_modules(adata, n_neighbors=5, min_norm=0.0)
+    programmes = {f"SET_{p}": list(adata.var_names[adata.var[KEYS.COMMUNITY] == p]) for p in ("p0", "p1", "p2")}
+    sivae.tl.enrich(adata, programmes, max_fdr=1.0)
+    page = _parse(build_report(adata))
+    words = " ".join(page.text)
+    assert "modules" in page.ids and "fig-modules" in page.images and not page.errors
+    assert "The best gene set of each source" in words and "SET_p0" in words
+    assert "No analyses have been run" in words  # shown in their own section, not listed again
+
+
 def test_refuses_untrained_data(fitted):
     adata, _ = fitted
     bare = adata.copy()

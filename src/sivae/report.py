@@ -4,8 +4,8 @@ The page holds everything inline (figures as base64 PNG, styles in the head, no 
 out), so it opens offline in any browser and can be mailed as one file. Sections: the data and
 run, the cell embedding coloured by an ``obs`` column, the feature embedding with the top hubs
 named, centrality with a table of the hubs, the training curves of each step, the run's
-parameters, and the analyses' results where they ran (cross-validation, neighbourhoods,
-agreement, gene networks).
+parameters, and the analyses' results where they ran (gene modules and gene-set enrichment,
+cross-validation, neighbourhoods, agreement, gene networks).
 """
 
 from __future__ import annotations
@@ -252,7 +252,8 @@ def _analyses(adata: AnnData) -> str:
              KEYS.NEIGHBORHOODS: "Gene neighbourhoods (sivae.tl.compare_neighborhoods)",
              KEYS.AGREEMENT: "Agreement of interpretations (sivae.tl.agreement)"}
     parts = []
-    for key in sorted(k for k in adata.uns if k.startswith(("sivae_", "sivae")) and k not in (KEYS.UNS, KEYS.PREPROCESS)):
+    own_section = (KEYS.UNS, KEYS.PREPROCESS, KEYS.MODULE, KEYS.ENRICHMENT)  # shown in _modules_and_gene_sets
+    for key in sorted(k for k in adata.uns if k.startswith(("sivae_", "sivae")) and k not in own_section):
         frame = _as_frame(adata.uns[key])
         if frame is not None:
             parts.append(f"<h3>{html.escape(named.get(key, key))}</h3>" + _table(frame, f"uns['{key}']"))
@@ -262,6 +263,37 @@ def _analyses(adata: AnnData) -> str:
                              index=pd.Index(networks, name="varp key"))
         parts.append("<h3>Gene networks (sivae.tl.grn)</h3>" + _table(sizes))
     return "".join(parts) or "<p class='meta'>No analyses have been run on this file yet.</p>"
+
+
+def _modules_and_gene_sets(adata: AnnData) -> str:
+    """Gene modules (sivae.tl.gene_modules) and gene-set enrichment (sivae.tl.enrich), where present."""
+    parts = []
+    if KEYS.MODULE in adata.var and KEYS.LOADINGS in adata.varm:
+        info = adata.uns.get(KEYS.MODULE, {})
+        modules = adata.var[KEYS.MODULE].astype("category")
+        sizes = modules.value_counts(sort=False).rename("genes").to_frame()
+        sizes.index.name = "module"
+        threshold = info.get("norm_threshold")
+        rule = (f"{int(modules.isna().sum()):,} genes unassigned (loading norm at most {float(threshold):.3g}, or in a "
+                "module too small)" if threshold is not None else f"{int(modules.isna().sum()):,} genes unassigned")
+        parts.append(_figure(pl.gene_modules(adata), "fig-modules", "Gene modules (var['sivae_module']) on the first "
+                             f"two principal components of the loadings; {rule}.") + _table(sizes))
+    result = adata.uns.get(KEYS.ENRICHMENT, {})
+    table = result.get("results") if isinstance(result, Mapping) else None
+    if isinstance(table, pd.DataFrame) and len(table):
+        matching = result.get("matching", {})
+        parts.append(f"<p class='meta'>Gene sets {html.escape(str(result.get('gene_sets', '')))}: "
+                     f"{int(matching.get('n_genes_matched', 0)):,} of {int(matching.get('n_genes', 0)):,} genes in "
+                     f"any set, {int(matching.get('n_sets_kept', 0)):,} sets tested (uns['{KEYS.ENRICHMENT}']).</p>")
+        significant = table[table["fdr"] <= 0.05]
+        if len(significant):
+            parts.append(_figure(pl.enrichment(significant), "fig-enrichment",
+                                 "Top gene sets per source at FDR <= 0.05 (sivae.tl.enrich; dot size: overlap)."))
+        order = table["source"].map(lambda s: 0 if s == "hubs" else 1 if str(s).startswith("module") else 2)
+        best = table.assign(order=order).sort_values(["order", "p"], kind="stable").groupby("source", sort=False).head(1)
+        best = best[["source", "term", "statistic", "fdr", "overlap", "leading_genes"]]
+        parts.append(_table(best.set_index("source"), "The best gene set of each source (hubs, modules, dimensions)"))
+    return "".join(parts)
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -283,7 +315,8 @@ def build_report(
         ``obsm["X_sivae"]``, ``varm["sivae_loadings"]``, ``var["sivae_centrality"]``,
         ``uns["sivae"]`` (parameters and the per-epoch ``losses`` of each step),
         ``obs[color]``, and where present ``var["community"]``, the centrality-rank and
-        ground-truth columns, ``uns["sivae_*"]`` results of the tools and ``varp["sivae_grn_*"]``.
+        ground-truth columns, ``var["sivae_module"]``, ``uns["sivae_enrichment"]``, ``uns["sivae_*"]``
+        results of the tools and ``varp["sivae_grn_*"]``.
     model_dir
         The model folder `sivae fit` wrote: its config.json and preprocess.json are listed with
         the parameters.
@@ -329,6 +362,9 @@ def build_report(
                          "Training curves of each step (uns['sivae']['losses']): training and held-out loss.")
     else:
         curves = "<p class='meta'>No training history in uns['sivae']['losses'].</p>"
+    modules = _modules_and_gene_sets(adata)
+    if modules:
+        sections.append(("modules", "Gene modules and gene sets", modules))
     sections += [("training", "Training", curves),
                  ("parameters", "Parameters of the run", _parameters(uns, _read_model_dir(model_dir, uns))),
                  ("analyses", "Analyses", _analyses(adata))]

@@ -21,3 +21,8 @@ __all__ += ["agreement", "loadings_image"]
 from .networks import centrality_truth, cumulative_truth, neighborhood_pve, overlap
 
 __all__ += ["centrality_truth", "cumulative_truth", "neighborhood_pve", "overlap"]
+
+# gene modules and gene-set enrichment (issue 28)
+from .modules import enrichment, gene_modules
+
+__all__ += ["enrichment", "gene_modules"]

@@ -157,7 +157,9 @@ def _leiden(points: np.ndarray, n_neighbors: int, resolution: float, seed: int) 
     import scanpy as sc
 
     genes = AnnData(points.astype(np.float32), obs=pd.DataFrame(index=[str(i) for i in range(len(points))]))
-    sc.pp.neighbors(genes, n_neighbors=n_neighbors, use_rep="X", metric="euclidean", random_state=seed)
+    # the Gaussian kernel: the UMAP kernel, scanpy's default, spends ~5 s compiling (numba) in every new process
+    sc.pp.neighbors(genes, n_neighbors=n_neighbors, use_rep="X", metric="euclidean", method="gauss",
+                    random_state=seed)
     sc.tl.leiden(genes, resolution=resolution, flavor="igraph", n_iterations=-1, directed=False,
                  random_state=seed)
     return genes.obs["leiden"].astype(str).to_numpy()
