@@ -24,7 +24,7 @@ import sivae
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = "sivae-torch"  # the distribution name; the import name and the command stay sivae
-EXTRAS = {"test", "peers", "benchmark", "datasets", "loom"}
+EXTRAS = {"test", "peers", "benchmark", "datasets", "genesets", "loom"}
 
 
 def _clean_env() -> dict[str, str]:
