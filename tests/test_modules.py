@@ -175,3 +175,10 @@ def test_figures_draw_modules_and_enrichment_and_refuse_bad_input(tmp_path):
         sivae.pl.enrichment({"a": 1})
     with pytest.raises(InputError, match="run sivae.tl.gene_modules first"):
         sivae.pl.gene_modules(AnnData(np.zeros((2, 3))))
+
+
+def test_modules_are_indexed_by_gene_name():
+    adata = _planted_loadings()
+    modules = gene_modules(adata)
+    assert modules.index.equals(adata.var_names)
+    assert modules["g0"] == modules["g1"] and pd.isna(modules[adata.var_names[-1]])

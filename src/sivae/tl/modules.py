@@ -130,6 +130,7 @@ def gene_modules(
     labels = np.full(adata.n_vars, None, dtype=object)
     labels[kept] = _leiden(loadings[kept], n_neighbors, resolution, seed)
     modules = _named(labels, min_size)
+    modules.index = adata.var_names.copy()
     out_key = KEYS.MODULE if key_added is None else key_added
     adata.var[out_key] = modules.to_numpy()
     adata.uns[out_key] = {
