@@ -124,7 +124,7 @@ def test_cli_modules_and_enrich_end_to_end(tmp_path, capsys):
     assert main(["enrich", str(tmp_path / "out.h5ad"), "--gene-sets", str(tmp_path / "sets.gmt"),
                  "-o", str(tmp_path / "enrichment.csv")]) == 0
     out = capsys.readouterr().out
-    assert "matched 120 of 240 genes to the 3 gene sets" in out
+    assert "modules: 5 found" in out and "matched 120 of 240 genes to the 3 gene sets" in out
     result = pd.read_csv(tmp_path / "enrichment.csv")
     best = result.loc[result.groupby("source")["p"].idxmin()]
     modules = best[best["source"].str.startswith("module")]

@@ -96,14 +96,16 @@ def run_enrich(args: argparse.Namespace) -> int:
     out = _check_output(args.output, force=args.force, what="output", suffix=".csv", inputs=(_check_input(args.input),))
     adata = _read(args.input)
     wants_modules = args.what is None or "modules" in args.what
+    lines = []
     if wants_modules and KEYS.MODULE not in adata.var and KEYS.LOADINGS in adata.varm:
         gene_modules(adata)
+        lines.append(f"modules: {adata.uns[KEYS.MODULE]['n_modules']} found with the defaults of `sivae modules`")
     table = enrich(adata, args.gene_sets, what=args.what, n_hubs=args.n_hubs, min_size=args.min_size,
                    max_size=args.max_size, max_fdr=args.max_fdr)
     with atomic_file(out, overwrite=args.force) as tmp:
         table.to_csv(tmp, index=False)
     m = table.attrs["matching"]
-    lines = [f"matched {m['n_genes_matched']:,} of {m['n_genes']:,} genes to the {m['n_sets']:,} gene sets "
+    lines += [f"matched {m['n_genes_matched']:,} of {m['n_genes']:,} genes to the {m['n_sets']:,} gene sets "
              f"({m['n_sets_kept']:,} with {args.min_size}-{args.max_size} genes in the data, case-insensitive)"]
     for source, rows in table.groupby("source", sort=False):
         best = rows.iloc[0]
