@@ -151,3 +151,14 @@ def test_any_gmt_line_either_parses_or_is_refused_in_one_sentence(tmp_path_facto
         assert "\n" not in str(err)
     else:
         assert all(genes and all(g.strip() == g and g for g in genes) for genes in library.values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["ISG15", "MX1", "IFIT1", "OAS1", "IFI6", "STAT1", "IRF7"]), min_size=2, max_size=7,
+                unique=True), st.lists(st.booleans(), min_size=7, max_size=7))
+def test_matching_ignores_case_whatever_the_spelling(genes, lower):
+    names = ["ISG15", "Mx1", "ifit1", "Oas1", "IFI6", "stat1", "Irf7", "ACTB"]
+    spelled = [g.lower() if flip else g for g, flip in zip(genes, lower)]
+    match = match_gene_sets({"s": spelled}, names, min_size=1)
+    assert sorted(names[i].upper() for i in match.members["s"]) == sorted(genes)
+    assert match.stats["n_genes_matched"] == len(genes)
