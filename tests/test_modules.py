@@ -47,10 +47,12 @@ def test_planted_communities_are_modules_and_isolated_genes_stay_unassigned(tmp_
     assert list(modules.cat.categories) == ["M1", "M2", "M3", "M4", "M5"]
     info = adata.uns[KEYS.MODULE]
     assert info["ashman_d"] > 2 and 0.3 < info["norm_threshold"] < 0.7 and info["n_modules"] == 5
-    # written to var, and a round trip through h5ad keeps the unassigned genes unassigned
+    # written to var as a categorical (so M10 follows M9, not M1), and a round trip through h5ad keeps the unassigned genes unassigned
+    assert isinstance(adata.var[KEYS.MODULE].dtype, pd.CategoricalDtype)
     adata.write_h5ad(tmp_path / "m.h5ad")
     back = ad.read_h5ad(tmp_path / "m.h5ad").var[KEYS.MODULE]
     assert back.isna().sum() == modules.isna().sum() and (back.dropna() == modules.dropna().to_numpy()).all()
+    assert list(back.cat.categories) == list(modules.cat.categories)  # M1, M2, ... in order, not as text sorts
 
 
 def test_min_norm_zero_clusters_every_gene_and_one_group_of_norms_has_no_origin():

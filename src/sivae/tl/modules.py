@@ -132,7 +132,7 @@ def gene_modules(
     modules = _named(labels, min_size)
     modules.index = adata.var_names.copy()
     out_key = KEYS.MODULE if key_added is None else key_added
-    adata.var[out_key] = modules.to_numpy()
+    adata.var[out_key] = modules.array  # the Categorical itself: M1, M2, ..., M10 in that order
     adata.uns[out_key] = {
         "params": {"resolution": resolution, "n_neighbors": n_neighbors, "min_size": min_size, "seed": seed,
                    "key": key, "min_norm": "auto" if min_norm is None else threshold},
