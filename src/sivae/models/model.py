@@ -463,7 +463,9 @@ class SIVAE(BaseModel):
         The model's settings: K, the weight of the interpretability term (eq. 13; 0 gives the
         paper's siVAE), "gaussian" or "nb" (siVAE-NB, eq. 14-18), siVAE-linear (eq. 19-20), and
         any other setting of `sivae.models.config.ModelConfig` (hidden sizes, the feature input and
-        C_red, batch sizes, learning rate, L2, held-out share, patience, seed), whose help lists
+        C_red, batch sizes, learning rate, L2, held-out share, patience, seed, and the covariates:
+        ``batch_key``, ``categorical_covariate_keys``, ``continuous_covariate_keys``, columns of
+        ``adata.obs``, and ``encode_covariates``; see `get_batch_effects`), whose help lists
         every setting's default, accepted values and meaning.
     device
         "auto" (CUDA when present), "cpu" or "cuda".
