@@ -236,6 +236,11 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, planted, monkey
         3, checkpoint_dir=tmp_path / "b", resume=True, **options)
     np.testing.assert_array_equal(resumed.adata.obsm["X_sivae"], whole.adata.obsm["X_sivae"])
     pd.testing.assert_frame_equal(resumed.get_batch_effects(), whole.get_batch_effects())
+    relabelled = adata.copy()  # the same cells, other batches: not the data the checkpoint trained on
+    relabelled.obs["sample"] = relabelled.obs["sample"].to_numpy()[::-1]
+    with pytest.raises(InputError, match="other covariates"):
+        sivae.SIVAE(relabelled, **COVARIATES_PLANTED, **SMALL).train(3, checkpoint_dir=tmp_path / "b", resume=True,
+                                                                     **options)
 
 
 COVARIATES_PLANTED = dict(batch_key="sample", continuous_covariate_keys=["pct_mito"])

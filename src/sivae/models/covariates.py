@@ -15,6 +15,7 @@ first), and values ``cont_covs`` (cells, M). This file turns ``adata.obs`` into 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,10 @@ class CellCovariates:
 
     cat: np.ndarray
     cont: np.ndarray
+
+    def fingerprint(self, coding: CovariateCoding) -> bytes:
+        """The coding and every cell's values as bytes, for a checkpoint's record of its data."""
+        return json.dumps(coding.to_json()).encode() + self.cat.tobytes() + self.cont.tobytes()
 
     def rows(self, idx: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor | None]:
         """``cat_covs`` and ``cont_covs`` of the cells ``idx``: keyword arguments of the module's methods."""

@@ -207,9 +207,10 @@ class BaseModel(ScoringMixin, CovariatesMixin):
             checkpoint_every=checkpoint_every, **settings, **{name: getattr(c, name) for name in shared})
         train_config.check()
         counts = CellMatrix(self.adata.layers[KEYS.COUNTS]) if c.likelihood == "nb" else None
+        covariates = None if self.covariates is None else self.covariates.fingerprint(self.covariate_coding)
         data = TrainingData(cells=self.cells, train_idx=self.train_idx, val_idx=self.val_idx, feature_x=self.feature_x,
-                            counts=counts, fingerprint=data_fingerprint(self.feature_names, self.adata.obs_names),
-                            covariates=self.covariates)
+                            counts=counts, covariates=self.covariates,
+                            fingerprint=data_fingerprint(self.feature_names, self.adata.obs_names, covariates))
         trainer = Trainer(self.module, data, train_config, device=self.device, progress=progress)
         self._training = {"max_epochs": int(max_epochs), "pretraining": pretraining,
                           "pretrain_epochs": "none" if pretrain_epochs is None else int(pretrain_epochs)}
