@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.neighbors import NearestNeighbors
 
 import sivae
@@ -307,6 +309,34 @@ def test_new_cells_with_bad_covariates_are_refused(with_batch, planted) -> None:
     assert with_batch.get_cell_embedding(new).shape == (30, SMALL["n_latent"])
 
 
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(-5, 5), st.sampled_from(["a", "b", "B", "10", "2", ""])),
+                       min_size=2, max_size=40),
+       categorical=st.booleans(), numbers=st.lists(st.floats(-1e6, 1e6), min_size=40, max_size=40),
+       seed=st.integers(0, 2**16))
+def test_coding_of_obs_columns_round_trips(values, categorical, numbers, seed) -> None:
+    # any column of labels: the codes name each cell's own label, whatever order or subset of the
+    # cells is coded later; a continuous column standardises to mean 0 and sd 1 on the training cells
+    n = len(values)
+    obs = pd.DataFrame({"batch": pd.Series(values, dtype="category" if categorical else object),
+                        "level": numbers[:n]}, index=[f"c{i}" for i in range(n)])
+    labels = obs["batch"].astype(str).to_numpy()
+    train = np.arange(n)
+    if len(set(labels)) < 2 or np.std(numbers[:n]) == 0 or len(set(map(str, values))) != len(set(values)):
+        with pytest.raises(InputError):
+            CovariateCoding.fit(obs, ("batch",), ("level",), train)
+        return
+    coding = CovariateCoding.fit(obs, ("batch",), ("level",), train)
+    assert sorted(coding.categorical[0][1]) == sorted(set(labels))
+    covariates = coding.encode(obs)
+    assert [coding.categorical[0][1][c] for c in covariates.cat[:, 0]] == list(labels)
+    assert abs(covariates.cont[:, 0].mean()) < 1e-3 and covariates.cont[:, 0].std() == pytest.approx(1.0, abs=1e-3)
+    order = np.random.default_rng(seed).permutation(n)[: max(1, n // 2)]
+    again = coding.encode(obs.iloc[order])
+    np.testing.assert_array_equal(again.cat, covariates.cat[order])
+    np.testing.assert_array_equal(again.cont, covariates.cont[order])
+
+
 def test_coding_round_trips_and_refuses_a_broken_record() -> None:
     coding = CovariateCoding((("sample", ("a", "b")),), (("pct_mito", 1.5, 2.0),))
     assert CovariateCoding.from_json(json.loads(json.dumps(coding.to_json())), "here") == coding
@@ -326,9 +356,13 @@ def test_fit_with_covariates_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert out.uns["sivae"]["params"]["batch_key"] == "sample"
     assert list(out.uns["sivae"]["params"]["categorical_covariate_keys"]) == ["donor"]
     assert out.uns["sivae_preprocess"]["batch_key"] == "sample"
+    # the effects kept in the file: features x (3 batches, 2 donors, pct_mito)
+    assert out.varm["sivae_batch_effects"].shape == (50, 6)
+    assert list(out.uns["sivae"]["batch_effects"]) == ["sample:s0", "sample:s1", "sample:s2", "donor:d1", "donor:d2",
+                                                       "pct_mito:per_sd"]
     model = sivae.load_model(tmp_path / "model")
     assert model.covariate_coding.keys == ("sample", "donor", "pct_mito")
-    assert model.get_batch_effects().shape == (50, 3 + 2 + 1)
+    np.testing.assert_array_equal(model.get_batch_effects().to_numpy(), out.varm["sivae_batch_effects"])
     capsys.readouterr()
     bad = [*fit, "--covariates", "lane", "-o", str(tmp_path / "bad.h5ad")]
     assert main(bad) == 2

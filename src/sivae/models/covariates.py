@@ -139,7 +139,7 @@ class CovariatesMixin:
     """The covariates of a model's cells and their effects (mixed into `BaseModel`).
 
     Uses the model's ``covariate_coding`` (None without covariates), ``covariates`` (its training
-    data's CellCovariates), ``module``, ``adata`` and ``feature_names``.
+    data's CellCovariates), ``module``, ``adata``, ``keys`` and ``feature_names``.
     """
 
     covariate_coding: CovariateCoding | None
@@ -197,6 +197,18 @@ class CovariatesMixin:
         values = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(self.feature_names), 0), np.float32)
         index = pd.MultiIndex.from_tuples(columns, names=["covariate", "category"]) if columns else None
         return pd.DataFrame(values, index=pd.Index(self.feature_names), columns=index)
+
+    def write_batch_effects(self) -> None:
+        """`get_batch_effects` into the model's AnnData, where a file keeps it: nothing without covariates.
+
+        Writes ``adata.varm["<key>_batch_effects"]`` (features x categories, float32) and its
+        columns, "covariate:category", in ``adata.uns["<key>"]["batch_effects"]``.
+        """
+        if self.covariate_coding is None:
+            return
+        effects = self.get_batch_effects()
+        self.adata.varm[self.keys.batch_effects] = effects.to_numpy(dtype=np.float32)
+        self.adata.uns[self.keys.uns]["batch_effects"] = [f"{key}:{category}" for key, category in effects.columns]
 
 
 # -- reading columns of obs ----------------------------------------------------------------------------

@@ -278,6 +278,7 @@ class BaseModel(ScoringMixin, CovariatesMixin):
         split[self.val_idx] = "validation"
         adata.obs[KEYS.SPLIT] = split
         adata.uns[k.uns] = self._summary()
+        self.write_batch_effects()
         if constant.any():  # the reason for each NaN centrality, kept with the results
             names = self.feature_names[constant]
             adata.uns[k.uns]["centrality_undefined"] = names.tolist()
