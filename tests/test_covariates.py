@@ -318,8 +318,14 @@ def test_new_cells_with_bad_covariates_are_refused(with_batch, planted) -> None:
     del new.obs["pct_mito"]
     with pytest.raises(InputError, match="adata.obs has no column 'pct_mito'"):
         sivae.tl.attribute(with_batch, new, method="saliency").to_numpy()
-    # the encoder does not read the batch (no encode_covariates): embedding needs no covariates
-    assert with_batch.get_cell_embedding(new).shape == (30, SMALL["n_latent"])
+    # the encoder does not read the batch (no encode_covariates), but new cells must still say theirs
+    with pytest.raises(InputError, match="adata.obs has no column 'pct_mito'"):
+        with_batch.get_cell_embedding(new)
+    new = adata[:30].copy()
+    new.obs["sample"] = "s7"
+    with pytest.raises(InputError, match="mapping new batches is not supported yet"):
+        with_batch.get_cell_embedding(new)
+    np.testing.assert_array_equal(with_batch.get_cell_embedding(adata[:30].copy()), with_batch.adata.obsm["X_sivae"][:30])
 
 
 @settings(max_examples=60, deadline=None)

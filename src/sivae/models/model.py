@@ -309,14 +309,15 @@ class BaseModel(ScoringMixin, CovariatesMixin):
             a model trained after ``sivae.pp.preprocess``): replay the training preprocessing
             on it first (`sivae.pp.apply`).
 
-        A model with ``encode_covariates`` also reads the new cells' covariate columns in
-        ``adata.obs`` (categories the model was trained on); otherwise the encoder reads the
-        expression alone and the columns are not needed.
+        A model with covariates needs the new cells' covariate columns in ``adata.obs``, with
+        categories it was trained on (mapping new batches is not supported yet), also where its
+        encoder reads the expression alone (without ``encode_covariates``): cells of a batch the
+        model never saw would be embedded with that batch's effect left in.
         """
         if adata is None:
             self.require_data("get_cell_embedding() without new cells")
             return self._embed(self.cells, covariates=self.covariates)
-        covariates = self.cell_covariates(adata) if self.config.encode_covariates else None
+        covariates = self.cell_covariates(adata)  # checked before any work, read by the encoder or not
         if preprocess:
             adata = self.preprocess(adata)
         return self._embed(cells_on_features(adata, self.feature_names), covariates=covariates)
