@@ -193,6 +193,11 @@ def test_saved_model_embeds_new_raw_cells_as_the_fit_did(tmp_path: Path) -> None
     new.obs["sample"] = pd.Categorical(new.obs["sample"].astype(str), categories=["s2", "s0"])
     np.testing.assert_allclose(loaded.get_cell_embedding(new, preprocess=True), expected, atol=1e-4)
     pd.testing.assert_frame_equal(loaded.get_batch_effects(), model.get_batch_effects())
+    # without its data, the loaded model draws cells only for covariates given in full
+    drawn = loaded.sample(10, covariates={"sample": "s2", "donor": "d1", "pct_mito": 2.5})
+    assert list(drawn.obs.columns) == ["sample", "donor", "pct_mito"] and (drawn.obs["donor"] == "d1").all()
+    with pytest.raises(InputError, match="needs the training data"):
+        loaded.sample(10, batch="s2")
     unseen = raw[:20].copy()
     unseen.obs["sample"] = "s9"
     with pytest.raises(InputError, match="mapping new batches is not supported yet"):
