@@ -33,7 +33,7 @@ def _stage(reads: dict[str, int], name: str, fn):
     return result
 
 
-def main(path: Path, out_dir: Path) -> None:
+def main(path: Path, out_dir: Path, batch_key: str | None = None) -> None:
     torch.set_num_threads(1)
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if several:
@@ -42,9 +42,10 @@ def main(path: Path, out_dir: Path) -> None:
     try:
         reads: dict[str, int] = {}
         adata = sivae.read_backed(path)
-        _stage(reads, "preprocess", lambda: sivae.pp.preprocess(adata, n_top_genes=40, progress=False))
+        _stage(reads, "preprocess", lambda: sivae.pp.preprocess(adata, n_top_genes=40, progress=False,
+                                                                batch_key=batch_key))
         model = _stage(reads, "feature_input", lambda: sivae.SIVAE(
-            adata, n_latent=2, encoder_hidden=(16,), c_red=8, batch_size=64, seed=0))
+            adata, n_latent=2, encoder_hidden=(16,), c_red=8, batch_size=64, seed=0, batch_key=batch_key))
         model.train(max_epochs=2, progress=False)
         _stage(reads, "outputs", model._write_outputs)  # again, counted apart from training
         keys = model.keys
@@ -66,4 +67,6 @@ def main(path: Path, out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    # a third argument: the obs column holding each cell's batch (genes chosen across batches, the
+    # batch a covariate of the model)
+    main(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4])

@@ -174,19 +174,24 @@ def _raw_counts(path: Path, n_cells: int = 480, n_features: int = 60) -> Path:
     adata = ad.AnnData(sp.csr_matrix(counts))
     adata.obs_names = [f"cell{i}" for i in range(n_cells)]
     adata.var_names = [f"gene{i}" for i in range(n_features)]
+    adata.obs["sample"] = np.array(["s0", "s1", "s2"])[rng.integers(0, 3, n_cells)]  # for batch_key
     adata.write_h5ad(path)
     return path
 
 
 @needs_distributed
-def test_ranks_share_the_passes_around_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_key", [
+    pytest.param(None, id="no-batch"), pytest.param("sample", id="batch-key", marks=pytest.mark.slow)])
+def test_ranks_share_the_passes_around_training(tmp_path: Path, batch_key: str | None) -> None:
+    # with a batch_key: genes chosen from each batch's moments, the batch a covariate of training
     data = _raw_counts(tmp_path / "counts.h5ad")
     worker = Path(__file__).with_name("ddp_pipeline_worker.py")
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
-    result = _torchrun(str(worker), str(data), str(tmp_path / "two"))
+    extra = [] if batch_key is None else [batch_key]
+    result = _torchrun(str(worker), str(data), str(tmp_path / "two"), *extra)
     assert result.returncode == 0, result.stderr[-3000:]
-    alone = subprocess.run([sys.executable, str(worker), str(data), str(tmp_path / "one")],
+    alone = subprocess.run([sys.executable, str(worker), str(data), str(tmp_path / "one"), *extra],
                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                            timeout=300)
     assert alone.returncode == 0, alone.stderr[-3000:]

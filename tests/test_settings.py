@@ -43,7 +43,7 @@ def test_each_setting_is_one_fit_option_with_the_dataclass_default_and_help(cls,
     actions = {a.dest: a for a in _fit_parser()._actions}
     action = actions[f.name]
     assert option_name(f) in action.option_strings
-    shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    shown = (",".join(map(str, f.default)) or "none") if isinstance(f.default, tuple) else f.default
     mode = f" ({f.metadata['mode']} mode only)" if f.metadata.get("mode") else ""
     assert action.help.replace("%%", "%") == f"{f.metadata['help']}{mode} (default {shown})"
     assert action.default is argparse.SUPPRESS  # not given: the dataclass's own default applies
@@ -58,6 +58,11 @@ def test_options_left_out_leave_the_dataclass_defaults() -> None:
                                      "--feature-input-cells", "none", "--linear", "--pretrain-fraction", "0.5"])
     assert (args.n_latent, args.encoder_hidden, args.feature_input_cells, args.linear, args.pretrain_fraction) == (
         5, (8, 4), None, True, 0.5)
+    # list-valued settings of names: comma-separated, spaces around the commas dropped
+    args = _fit_parser().parse_args(["in.h5ad", "-o", "o.h5ad", "--batch-key", "sample", "--covariates",
+                                     "donor, lane", "--continuous-covariates", "pct_mito"])
+    assert (args.batch_key, args.categorical_covariate_keys, args.continuous_covariate_keys) == (
+        "sample", ("donor", "lane"), ("pct_mito",))
 
 
 def test_public_signatures_show_the_dataclass_defaults() -> None:

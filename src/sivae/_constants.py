@@ -100,8 +100,11 @@ class OutputKeys:
     loadings: str
     centrality: str
     uns: str
+    # .varm: each covariate's effect per feature (features x categories), with covariates only;
+    # its columns, "covariate:category", in uns[uns]["batch_effects"]
+    batch_effects: str
 
 
 def output_keys(prefix: str) -> OutputKeys:
     """Keys for a model whose results go under ``prefix`` ("sivae", "vae", "ldvae")."""
-    return OutputKeys(f"X_{prefix}", f"{prefix}_loadings", f"{prefix}_centrality", prefix)
+    return OutputKeys(f"X_{prefix}", f"{prefix}_loadings", f"{prefix}_centrality", prefix, f"{prefix}_batch_effects")

@@ -25,7 +25,7 @@ def option_name(f: Field) -> str:
 def option_help(f: Field) -> str:
     """``f``'s help and default, as --help prints them."""
     default = f.default
-    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    shown = (",".join(map(str, default)) or "none") if isinstance(default, tuple) else default
     return f"{describe(f)} (default {shown})".replace("%", "%%")
 
 

@@ -163,16 +163,18 @@ def _load(source: Path, args: argparse.Namespace, *, progress: bool) -> Any:
 
     if not args.backed:
         adata = read(source)
-        return adata if args.no_preprocess else _preprocess(adata, n_top_genes=args.n_top_genes)
+        return adata if args.no_preprocess else _preprocess(adata, args)
     adata = read_backed(source)
     if args.no_preprocess:  # normalised values in a CSR file: only the z-score is left to do
         pp.scale_features(adata, progress=progress)
         return adata
-    return _preprocess(adata, n_top_genes=args.n_top_genes, progress=progress)
+    return _preprocess(adata, args, progress=progress)
 
 
-def _preprocess(adata: Any, *, n_top_genes: int | None, progress: bool = True) -> Any:
+def _preprocess(adata: Any, args: argparse.Namespace, *, progress: bool = True) -> Any:
     from sivae import pp
 
-    result = pp.preprocess(adata, n_top_genes=n_top_genes, progress=progress)
+    # genes chosen across the batches the model is told of (--batch-key)
+    result = pp.preprocess(adata, n_top_genes=args.n_top_genes, progress=progress,
+                           batch_key=getattr(args, "batch_key", None))
     return adata if result is None else result

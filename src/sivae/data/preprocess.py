@@ -46,6 +46,7 @@ def preprocess(
     scale: bool = True,
     max_value: float | None = 10.0,
     drop_constant: bool = True,
+    batch_key: str | None = None,
     copy: bool = False,
     progress: bool = True,
 ) -> AnnData | None:
@@ -61,7 +62,8 @@ def preprocess(
        ``log1p`` (`scanpy.pp.log1p`);
     5. select ``n_top_genes`` highly variable genes (`scanpy.pp.highly_variable_genes`,
        flavor ``"seurat"``, on the log data) and keep only those; skipped when
-       ``n_top_genes`` is None or not below the number of features;
+       ``n_top_genes`` is None or not below the number of features; with ``batch_key``, chosen
+       in each batch and ranked by the number of batches that chose them (scanpy's ``batch_key``);
     6. z-score each feature (`scale_features`), if ``scale``.
 
     An AnnData from `sivae.read_backed` (matrix on disk) gets the same steps computed in two
@@ -85,6 +87,10 @@ def preprocess(
         Clip z-scores to [-max_value, max_value]; None for no clipping.
     drop_constant
         Drop constant features with a warning; if False, refuse data that have any.
+    batch_key
+        Column of ``adata.obs`` naming each cell's batch: highly variable genes are chosen
+        across batches, so a gene that differs between batches alone is not preferred. Give
+        the model the same column (``SIVAE(adata, batch_key=...)``).
     copy
         Work on and return a copy instead of changing ``adata`` in place.
     progress
@@ -107,11 +113,13 @@ def preprocess(
     """
     _check_preprocess_args(n_top_genes, target_sum, max_value)
     _check_not_anndata_backed(adata, "preprocess")
+    batches = check_batches(adata, batch_key)
     if copy:
         adata = adata.copy()
     if is_backed(adata):
         record = preprocess_backed(adata, n_top_genes=n_top_genes, target_sum=target_sum, scale=scale,
-                                   max_value=max_value, drop_constant=drop_constant, progress=progress)
+                                   max_value=max_value, drop_constant=drop_constant, progress=progress,
+                                   batches=batches)
         adata.uns[KEYS.PREPROCESS] = record.as_uns()
         return adata if copy else None
     check_not_empty(adata)
@@ -132,7 +140,7 @@ def preprocess(
 
     sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
-    selected = _select_highly_variable(adata, n_top_genes)
+    selected = _select_highly_variable(adata, n_top_genes, batch_key)
     if scale:
         _scale_in_place(adata, max_value)
     adata.uns[KEYS.PREPROCESS] = PreprocessRecord(
@@ -142,7 +150,7 @@ def preprocess(
         highly_variable_flavor="seurat" if selected else None,
         max_value=None if max_value is None or not scale else float(max_value),
         std_ddof=1 if scale else None, counts_layer=KEYS.COUNTS, n_features_out=int(adata.n_vars),
-        library_features=library_features,
+        library_features=library_features, batch_key=batch_key if selected else None,
     ).as_uns()
     return adata if copy else None
 
@@ -245,11 +253,35 @@ def _warn_empty_cells(X: Any) -> None:
         )
 
 
-def _select_highly_variable(adata: AnnData, n_top_genes: int | None) -> bool:
+def _select_highly_variable(adata: AnnData, n_top_genes: int | None, batch_key: str | None) -> bool:
     if n_top_genes is None or n_top_genes >= adata.n_vars:
         return False
-    sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat", subset=True)
+    if batch_key is None:
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat", subset=True)
+        return True
+    # scanpy would turn the user's column into a categorical: it works on a copy of obs instead
+    obs = adata.obs
+    adata.obs = obs.assign(**{batch_key: obs[batch_key].astype(str).astype("category")})
+    try:
+        sc.pp.highly_variable_genes(adata, n_top_genes=n_top_genes, flavor="seurat", subset=True,
+                                    batch_key=batch_key)
+    finally:
+        adata.obs = obs
     return True
+
+
+def check_batches(adata: AnnData, batch_key: str | None) -> np.ndarray | None:
+    """Each cell's batch as codes 0..n-1 (None without ``batch_key``); refuses a missing column or NaN."""
+    if batch_key is None:
+        return None
+    if not isinstance(batch_key, str) or batch_key not in adata.obs.columns:
+        raise InputError(f"batch_key {batch_key!r} is not a column of adata.obs; name the column that holds "
+                         "each cell's batch")
+    column = adata.obs[batch_key]
+    if column.isna().any():
+        raise InputError(f"adata.obs[{batch_key!r}] is missing (NaN) for {int(column.isna().sum())} cells; "
+                         "fill it in or drop those cells")
+    return np.unique(np.asarray(column.astype(str)), return_inverse=True)[1]
 
 
 def _check_preprocess_args(

@@ -45,6 +45,9 @@ class PreprocessRecord:
     n_features_out: int | None = None
     # genes whose counts make up a cell's library size: the input minus constant features
     library_features: tuple[str, ...] | None = None
+    # the obs column across whose batches the highly variable genes were chosen (provenance only:
+    # new cells are replayed on the model's features, whichever chose them)
+    batch_key: str | None = None
     sivae_version: str = ""
 
     def as_uns(self) -> dict[str, Any]:

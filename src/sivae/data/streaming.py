@@ -13,6 +13,7 @@ same statistics, as one process would compute them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -99,11 +100,13 @@ def preprocess_backed(
     max_value: float | None,
     drop_constant: bool,
     progress: bool = True,
+    batches: np.ndarray | None = None,
 ) -> PreprocessRecord:
     """The steps of `sivae.pp.preprocess` on a backed AnnData; returns the record to store.
 
     Pass 1 checks the counts and finds library sizes and constant features; pass 2 gathers the
-    moments of the normalised and of the log-normalised values of the other features.
+    moments of the normalised and of the log-normalised values of the other features (and,
+    with ``batches``, each cell's batch code, the normalised moments of each batch).
     """
     if not scale:
         raise InputError("a backed matrix is z-scored per training batch, so preprocess it with "
@@ -120,19 +123,25 @@ def preprocess_backed(
     columns = columns[keep]
     normalised = _Moments(len(columns))
     logged = _Moments(len(columns))
+    per_batch = [_Moments(len(columns)) for _ in range(0 if batches is None else int(batches.max()) + 1)]
     normalise = RowTransform(library_size=library, target_sum=target_sum, columns=columns)
     with raising_together():
-        for _, block in _chunks(matrix, normalise, "pass 2 of 2: feature statistics", progress):
+        for rows, block in _chunks(matrix, normalise, "pass 2 of 2: feature statistics", progress):
             normalised.add(block)
+            for b, moments in enumerate(per_batch):
+                moments.add(block[batches[rows] == b])
             np.log1p(block.data, out=block.data)
             logged.add(block)
-    normalised.combine_ranks()
-    logged.combine_ranks()
+    for moments in (normalised, logged, *per_batch):
+        moments.combine_ranks()
     subset_features(adata, keep)
     hvg = _seurat_dispersions(*normalised.mean_var())
     selected = n_top_genes is not None and n_top_genes < adata.n_vars
     if selected:
-        hvg[KEYS.HIGHLY_VARIABLE] = _top_dispersions(hvg["dispersions_norm"].to_numpy(), n_top_genes)
+        if per_batch:
+            hvg[KEYS.HIGHLY_VARIABLE] = _top_across_batches(per_batch, n_top_genes)
+        else:
+            hvg[KEYS.HIGHLY_VARIABLE] = _top_dispersions(hvg["dispersions_norm"].to_numpy(), n_top_genes)
         for name, values in hvg.items():
             adata.var[name] = values.to_numpy()
     mean, var = logged.mean_var()
@@ -245,6 +254,34 @@ def _top_dispersions(dispersion_norm: np.ndarray, n_top: int) -> np.ndarray:
     finite = np.sort(dispersion_norm[~np.isnan(dispersion_norm)])[::-1]
     cut = finite[min(n_top, finite.size) - 1]
     return np.nan_to_num(dispersion_norm, nan=-np.inf) >= cut
+
+
+def _top_across_batches(per_batch: list[_Moments], n_top: int) -> np.ndarray:
+    """scanpy's highly variable genes with ``batch_key`` (flavor "seurat") from each batch's moments.
+
+    In each batch, the genes it expresses are ranked by normalised dispersion and its top
+    ``n_top`` chosen; genes are then ranked by the number of batches that chose them, ties
+    broken by the mean normalised dispersion over the batches expressing them, and the first
+    ``n_top`` kept. Written out for the same reason as `_seurat_dispersions`.
+    """
+    n_features = per_batch[0].n_features
+    chosen = np.zeros(n_features)
+    dispersion = np.full((len(per_batch), n_features), np.nan)
+    for b, moments in enumerate(per_batch):
+        mean, var = moments.mean_var()
+        expressed = moments.total > 0
+        if moments.n_cells == 0 or not expressed.any():
+            continue
+        norm = _seurat_dispersions(mean[expressed], var[expressed])["dispersions_norm"].to_numpy()
+        dispersion[b, expressed] = norm
+        chosen[expressed] += _top_dispersions(norm, n_top)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a gene no batch expresses: NaN, ranked last
+        mean_norm = np.nanmean(dispersion, axis=0)
+    order = np.lexsort((-np.nan_to_num(mean_norm, nan=-np.inf), -chosen))
+    keep = np.zeros(n_features, dtype=bool)
+    keep[order[:n_top]] = True
+    return keep
 
 
 def _record_scaling(adata: AnnData, mean: np.ndarray, var: np.ndarray) -> None:

@@ -54,6 +54,17 @@ class ModelConfig:
         range=Interval(1))
     cell_type_key: str | None = setting(
         None, "column of adata.obs that stratifies feature_input='downsample'")
+    # covariates (models/covariates.py): columns of adata.obs, categories fixed when the model is built
+    batch_key: str | None = setting(
+        None, "column of adata.obs naming each cell's batch (sample, lane, technology): a categorical "
+        "covariate of the cell-wise decoder with its own effect on every feature")
+    categorical_covariate_keys: tuple[str, ...] = setting(
+        (), "further categorical columns of adata.obs (donor, ...), comma-separated on the command line",
+        cli="--covariates")
+    continuous_covariate_keys: tuple[str, ...] = setting(
+        (), "numeric columns of adata.obs (pct_mito, ...), standardised with the training cells' mean "
+        "and sd", cli="--continuous-covariates")
+    encode_covariates: bool = same_as(ModuleConfig, "encode_covariates")
     batch_size: int = same_as(TrainConfig, "batch_size")
     feature_batch_size: int | None = same_as(TrainConfig, "feature_batch_size")
     learning_rate: float = same_as(TrainConfig, "learning_rate")
@@ -90,9 +101,20 @@ class ModelConfig:
         config.check()
         return config
 
+    @property
+    def covariate_keys(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The categorical covariates' columns (the batch first) and the continuous ones'."""
+        batch = () if self.batch_key is None else (self.batch_key,)
+        return batch + tuple(self.categorical_covariate_keys), tuple(self.continuous_covariate_keys)
+
     def check(self) -> None:
         """Refuse impossible settings, and values of the wrong type, with one sentence each."""
         check(self)
+        keys = [k for group in self.covariate_keys for k in group]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise InputError(f"the adata.obs column(s) {twice} are given as covariates more than once "
+                             "(batch_key, categorical_covariate_keys, continuous_covariate_keys); name each once")
 
 
 def check_fits_in_memory(module: torch.nn.Module, what: str) -> None:

@@ -20,6 +20,7 @@ from .._errors import InputError, TrainingDiverged
 from ..data import validate
 from ..data.backed import BackedCellMatrix, is_backed, training_matrix
 from .config import ModelConfig, check_fits_in_memory, resolve_device
+from .covariates import CovariateCoding, CovariatesMixin, covariate_rows
 from ..settings import refuse_unknown
 from ..data.feature_input import feature_input
 from ..data.loaders import CellMatrix, cells_on_features
@@ -63,7 +64,7 @@ def _constant_features(var: np.ndarray, mean_square: np.ndarray) -> np.ndarray:
     return var <= _VAR_FLOOR * np.maximum(mean_square, scale)
 
 
-class BaseModel(ScoringMixin):
+class BaseModel(ScoringMixin, CovariatesMixin):
     """Shared machinery of SIVAE and the baselines; subclasses choose the module and the keys."""
 
     _name: ClassVar[str] = "base"
@@ -77,6 +78,7 @@ class BaseModel(ScoringMixin):
         _config: ModelConfig | None = None,
         _feature_x: torch.Tensor | None = None,
         _preprocessing: Preprocessing | None = None,
+        _covariates: CovariateCoding | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(adata, AnnData):
@@ -91,6 +93,10 @@ class BaseModel(ScoringMixin):
         self._check_adata(adata)
         self.cells = self._source(adata)  # the scaled cells the model trains on, by row
         self._split(adata)
+        # covariates from adata.obs (in memory, also when X is backed): coded as at fit time when loaded
+        cat_keys, cont_keys = self.config.covariate_keys
+        self.covariate_coding = _covariates or CovariateCoding.fit(adata.obs, cat_keys, cont_keys, self.train_idx)
+        self.covariates = None if self.covariate_coding is None else self.covariate_coding.encode(adata.obs)
         self.feature_x = None
         if self._has_feature_path:
             self.feature_x = _feature_x if _feature_x is not None else self._feature_input(adata)
@@ -134,6 +140,9 @@ class BaseModel(ScoringMixin):
             n_features=len(self.feature_names), n_latent=c.n_latent, encoder_hidden=tuple(c.encoder_hidden),
             decoder_hidden=c.decoder_sizes, likelihood=c.likelihood, variance=c.variance, linear=c.linear,
             gamma=c.gamma, n_feature_input=0 if self.feature_x is None else self.feature_x.shape[1],
+            n_cats_per_covariate=self.covariate_coding.n_cats if self.covariate_coding else (),
+            n_continuous_covariates=len(self.covariate_coding.continuous) if self.covariate_coding else 0,
+            encode_covariates=c.encode_covariates,
         )
 
     def _build_module(self) -> torch.nn.Module:
@@ -198,8 +207,10 @@ class BaseModel(ScoringMixin):
             checkpoint_every=checkpoint_every, **settings, **{name: getattr(c, name) for name in shared})
         train_config.check()
         counts = CellMatrix(self.adata.layers[KEYS.COUNTS]) if c.likelihood == "nb" else None
+        covariates = None if self.covariates is None else self.covariates.fingerprint(self.covariate_coding)
         data = TrainingData(cells=self.cells, train_idx=self.train_idx, val_idx=self.val_idx, feature_x=self.feature_x,
-                            counts=counts, fingerprint=data_fingerprint(self.feature_names, self.adata.obs_names))
+                            counts=counts, covariates=self.covariates,
+                            fingerprint=data_fingerprint(self.feature_names, self.adata.obs_names, covariates))
         trainer = Trainer(self.module, data, train_config, device=self.device, progress=progress)
         self._training = {"max_epochs": int(max_epochs), "pretraining": pretraining,
                           "pretrain_epochs": "none" if pretrain_epochs is None else int(pretrain_epochs)}
@@ -215,11 +226,13 @@ class BaseModel(ScoringMixin):
 
     # -- results (the methods tl uses are in scoring.py) ----------------------------------------
     @torch.no_grad()
-    def _embed(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray | None = None) -> np.ndarray:
-        """Posterior means of z of ``rows`` of ``cells`` (all of them when None)."""
+    def _embed(self, cells: CellMatrix | BackedCellMatrix, rows: np.ndarray | None = None,
+               covariates: Any = None) -> np.ndarray:
+        """Posterior means of z of ``rows`` of ``cells`` (all of them when None), with their CellCovariates."""
         self.module.eval()
         rows = np.arange(len(cells)) if rows is None else rows
-        out = [self.module.cell_embedding(x).cpu() for _, x in self.cell_chunks(cells, rows)]
+        out = [self.module.cell_embedding(x, **covariate_rows(covariates, chunk, self.device)).cpu()
+               for chunk, x in self.cell_chunks(cells, rows)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.config.n_latent), dtype=np.float32)
 
     def get_loadings(self) -> np.ndarray | None:
@@ -245,7 +258,7 @@ class BaseModel(ScoringMixin):
         # under torchrun each rank embeds and scores its own block of cells, then the ranks share
         # them: every rank ends with the whole result having read only its share of the file
         start, stop = my_block(len(self.cells))
-        embedding = gather_blocks(self._embed(self.cells, np.arange(start, stop)), len(self.cells))
+        embedding = gather_blocks(self._embed(self.cells, np.arange(start, stop), self.covariates), len(self.cells))
         start, stop = my_block(len(self.train_idx))
         sums = self.reconstruction_sums(rows=self.train_idx[start:stop])
         sse, s1, s2 = (np.asarray(reduce_over_ranks(t), dtype=np.float64) for t in sums)
@@ -265,6 +278,7 @@ class BaseModel(ScoringMixin):
         split[self.val_idx] = "validation"
         adata.obs[KEYS.SPLIT] = split
         adata.uns[k.uns] = self._summary()
+        self.write_batch_effects()
         if constant.any():  # the reason for each NaN centrality, kept with the results
             names = self.feature_names[constant]
             adata.uns[k.uns]["centrality_undefined"] = names.tolist()
@@ -294,16 +308,23 @@ class BaseModel(ScoringMixin):
             ``adata.X`` holds what the training data held before preprocessing (raw counts, for
             a model trained after ``sivae.pp.preprocess``): replay the training preprocessing
             on it first (`sivae.pp.apply`).
+
+        A model with covariates needs the new cells' covariate columns in ``adata.obs``, with
+        categories it was trained on (mapping new batches is not supported yet), also where its
+        encoder reads the expression alone (without ``encode_covariates``): cells of a batch the
+        model never saw would be embedded with that batch's effect left in.
         """
         if adata is None:
             self.require_data("get_cell_embedding() without new cells")
-            return self._embed(self.cells)
+            return self._embed(self.cells, covariates=self.covariates)
+        covariates = self.cell_covariates(adata)  # checked before any work, read by the encoder or not
         if preprocess:
             adata = self.preprocess(adata)
-        return self._embed(cells_on_features(adata, self.feature_names))
+        return self._embed(cells_on_features(adata, self.feature_names), covariates=covariates)
 
-    def sample(self, n_cells: int, *, seed: int = 0, library: np.ndarray | None = None) -> AnnData:
-        """Draw cells from the trained generative model: z ~ N(0, I), x ~ p(x | z).
+    def sample(self, n_cells: int, *, seed: int = 0, library: np.ndarray | None = None, batch: Any = None,
+               covariates: dict[str, Any] | None = None) -> AnnData:
+        """Draw cells from the trained generative model: z ~ N(0, I), x ~ p(x | z, a).
 
         siVAE-GRN is a network method run on these cells, e.g. ``sivae.tl.grn(model.sample(n))``.
 
@@ -316,14 +337,23 @@ class BaseModel(ScoringMixin):
         library
             "nb" only: total counts of each drawn cell, (n_cells,); default a resample of the
             training cells' totals (needs the training data).
+        batch
+            Draw every cell as if from this batch (a category of ``batch_key``): short for
+            ``covariates={batch_key: batch}``.
+        covariates
+            Values to draw every cell with, by ``adata.obs`` column: a category of a categorical
+            covariate, a number (in the column's own units) of a continuous one. Covariates not
+            given are taken from training cells drawn at random, one cell per drawn cell (this
+            needs the training data).
 
         Returns
         -------
         AnnData
             ``n_cells`` x the model's features: scaled values in ``X`` (gaussian), or counts in
-            ``X`` and ``layers["counts"]`` ("nb").
+            ``X`` and ``layers["counts"]`` ("nb"); each covariate the cells were drawn with in
+            ``obs`` under its column's name.
         """
-        return draw_cells(self, n_cells, seed=seed, library=library)
+        return draw_cells(self, n_cells, seed=seed, library=library, batch=batch, covariates=covariates)
 
     def preprocess(self, adata: AnnData) -> AnnData:
         """New cells transformed as the training cells were: a new AnnData on the model's features."""
@@ -353,7 +383,8 @@ class BaseModel(ScoringMixin):
 
         meta = {"model": self._name, "version": __version__, "config": asdict(self.config),
                 "feature_names": self.feature_names.tolist(), "n_train": len(self.train_idx),
-                "is_trained": self.is_trained}
+                "is_trained": self.is_trained,
+                "covariates": None if self.covariate_coding is None else self.covariate_coding.to_json()}
         meta.update(run_id(self.adata.uns.get(self.keys.uns) if self.adata is not None else None))
         tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         tensors.update({} if self.feature_x is None else {"feature_x": self.feature_x.contiguous()})
@@ -391,6 +422,7 @@ class BaseModel(ScoringMixin):
             raise InputError(f"{path} lacks the feature-wise input of a {cls._name} model; re-save the model")
         self = cls.__new__(cls)
         self.config, self.feature_names = config, saved
+        self.covariate_coding = CovariateCoding.from_json(meta.get("covariates"), f"{path}/config.json")
         self.feature_x = torch.empty(shapes["feature_x"], device="meta") if "feature_x" in shapes else None
         with torch.device("meta"):
             expected = {f"module.{k}": tuple(v.shape) for k, v in self._build_module().state_dict().items()}
@@ -401,7 +433,7 @@ class BaseModel(ScoringMixin):
                              "shapes); re-save the model")
         if adata is not None:
             BaseModel.__init__(self, adata, device=device, _config=config, _feature_x=tensors.get("feature_x"),
-                               _preprocessing=folder.preprocessing)
+                               _preprocessing=folder.preprocessing, _covariates=self.covariate_coding)
         else:
             self._detached(device, tensors.get("feature_x"), folder.preprocessing)
         self.module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
@@ -414,7 +446,7 @@ class BaseModel(ScoringMixin):
 
     def _detached(self, device: str, feature_x: torch.Tensor | None, preprocessing: Preprocessing | None) -> None:
         # a loaded model without its training data: it embeds new cells, nothing that needs the data
-        self.adata, self.cells, self.history = None, None, []
+        self.adata, self.cells, self.history, self.covariates = None, None, [], None
         self.train_idx = self.val_idx = np.zeros(0, dtype=np.int64)
         self.device, self.keys = resolve_device(device), output_keys(self._name)
         self.feature_x, self.preprocessing = feature_x, preprocessing
@@ -434,7 +466,9 @@ class SIVAE(BaseModel):
         The model's settings: K, the weight of the interpretability term (eq. 13; 0 gives the
         paper's siVAE), "gaussian" or "nb" (siVAE-NB, eq. 14-18), siVAE-linear (eq. 19-20), and
         any other setting of `sivae.models.config.ModelConfig` (hidden sizes, the feature input and
-        C_red, batch sizes, learning rate, L2, held-out share, patience, seed), whose help lists
+        C_red, batch sizes, learning rate, L2, held-out share, patience, seed, and the covariates:
+        ``batch_key``, ``categorical_covariate_keys``, ``continuous_covariate_keys``, columns of
+        ``adata.obs``, and ``encode_covariates``; see `get_batch_effects`), whose help lists
         every setting's default, accepted values and meaning.
     device
         "auto" (CUDA when present), "cpu" or "cuda".

@@ -17,6 +17,7 @@ from .._constants import KEYS
 from .._errors import InputError
 from ..data.backed import BackedCellMatrix
 from ..data.loaders import CellMatrix, cells_on_features
+from .covariates import covariate_rows
 
 CHUNK = 1024  # cells per forward pass when embedding or scoring
 
@@ -25,7 +26,7 @@ class ScoringMixin:
     """Reading, encoding and reconstructing chosen cells with a model (mixed into `BaseModel`).
 
     Uses the model's ``module``, ``device``, ``config``, ``feature_names``, ``feature_x``,
-    ``adata``, ``cells`` and ``train_idx``.
+    ``adata``, ``cells`` and ``train_idx``, and ``cell_covariates`` (covariates.CovariatesMixin).
     """
 
     def require_data(self, what: str) -> None:
@@ -114,7 +115,8 @@ class ScoringMixin:
         ----------
         adata
             Cells on the model's features, preprocessed like the training data; reads
-            ``adata.X`` and, for "nb", ``adata.layers["counts"]``. None: the model's training data.
+            ``adata.X``, for "nb" ``adata.layers["counts"]``, and a model's covariate columns of
+            ``adata.obs`` (`cell_covariates`). None: the model's training data.
         rows
             Which cells: row indices of ``adata``; None: all of its cells, or the training cells
             (``model.train_idx``) of the model's own data.
@@ -126,11 +128,12 @@ class ScoringMixin:
             centrality is measured in: scaled values, or log1p(TP10K) for "nb" models.
         """
         cells, rows, counts = self._scored_cells(adata, rows)
+        covariates = self.cell_covariates(adata)  # each cell reconstructed with its own batch
         self.module.eval()
         v_L = self.decoded_features()
         idx = torch.arange(v_L.shape[0], device=self.device)
         for chunk, x in self.cell_chunks(cells, rows):
-            pred = self.module.predict(x, v_L, idx)
+            pred = self.module.predict(x, v_L, idx, **covariate_rows(covariates, chunk, self.device))
             if counts is None:
                 yield x, pred
             else:  # "nb": compare in log1p(TP10K) space

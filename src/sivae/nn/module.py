@@ -80,7 +80,8 @@ class ModuleConfig:
     # how many continuous ones; whether the cell-wise encoder reads them too. Defaults: none.
     n_cats_per_covariate: tuple[int, ...] = ()
     n_continuous_covariates: int = 0
-    encode_covariates: bool = False
+    encode_covariates: bool = setting(False, "the cell-wise encoder reads the covariates too (eq. 11), "
+                                             "as scvi-tools' encode_covariates")
 
     @property
     def n_covariates(self) -> int:

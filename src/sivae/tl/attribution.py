@@ -93,7 +93,7 @@ def _deeplift(fn: nn.Module, x: torch.Tensor, base: torch.Tensor, n_out: int) ->
     b = x.shape[0]
     repeated = x.repeat_interleave(n_out, 0)  # (B * n_out, n_in): one row per (cell, output node)
     target = torch.arange(n_out, device=x.device).repeat(b)
-    attr = DeepLift(fn).attribute(repeated, baselines=base.expand_as(repeated), target=target)
+    attr = DeepLift(fn).attribute(repeated, baselines=base.expand_as(x).repeat_interleave(n_out, 0), target=target)
     return attr.reshape(b, n_out, -1).detach()
 
 
@@ -137,7 +137,8 @@ def attribute_module(
     mode
         "reverse" or "forward" (saliency and grad_x_input only); the results agree.
     baseline
-        Reference input of deeplift, integrated_gradients and shapley: a number or (n_in,).
+        Reference input of deeplift, integrated_gradients and shapley: a number, (n_in,), or
+        (B, n_in), one per row of ``x``.
     n_steps, n_samples, seed
         Gauss-Legendre points of integrated gradients; permutations of Shapley sampling and their
         seed.
@@ -149,7 +150,8 @@ def attribute_module(
     """
     check_options(method, "decoder", mode)
     fn.eval()
-    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand(x.shape[1:])
+    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    base = base.expand(x.shape) if base.dim() == 2 else base.expand(x.shape[1:])
     if method in FORWARD_METHODS:
         jac = _jacobian(fn, x, mode).detach()
         return jac if method == "saliency" else jac * x[:, None, :]
@@ -225,8 +227,19 @@ class _EncoderMean(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)[0]
+    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(x, covariates)[0]
+
+
+class _WithCovariates(nn.Module):
+    # a network that also reads each cell's covariates a_c, as one input [inputs, a_c]: the methods
+    # see one matrix, and the covariates, equal to their baseline, get no attribution of their own
+    def __init__(self, network: nn.Module, n_inputs: int) -> None:
+        super().__init__()
+        self.network, self.n_inputs = network, n_inputs
+
+    def forward(self, x_a: torch.Tensor) -> torch.Tensor:
+        return self.network(x_a[..., : self.n_inputs], x_a[..., self.n_inputs :])
 
 
 class Attributions(CellwiseAttributions):
@@ -240,6 +253,9 @@ class Attributions(CellwiseAttributions):
         self._model = model
         self._source = model.cell_source(adata)
         n_features, k = len(model.feature_names), model.config.n_latent
+        # the decoder reads each cell's covariates, the encoder under encode_covariates: held at the cell's own
+        reads = cell.covariates is not None and (target == "decoder" or model.config.encode_covariates)
+        self._covariates, self._cell = (model.cell_covariates(adata) if reads else None), cell
         if target == "decoder":
             self._fn = cell.decoder
             self.readout = model.decoded_features().float()  # v_{f,L}, (F, H)
@@ -247,6 +263,9 @@ class Attributions(CellwiseAttributions):
         else:
             self._fn = _EncoderMean(cell.encoder)
             n_out = k
+        self._n_inputs = k if target == "decoder" else n_features
+        if reads:
+            self._fn = _WithCovariates(self._fn, self._n_inputs)
         if batch_size is None:  # floats per cell: the result, and what the method holds at once
             widths = sum(m.in_features + m.out_features for m in self._fn.modules() if isinstance(m, nn.Linear))
             n_in = k if target == "decoder" else n_features
@@ -262,16 +281,24 @@ class Attributions(CellwiseAttributions):
         return {"method": self.method, "target": self.target, "mode": self.mode, "n_cells": len(self.cells),
                 "seed": self._options["seed"], "baseline": self.baseline}
 
-    def _inputs(self, rows: np.ndarray) -> torch.Tensor:
-        x = self._source.rows(rows).to(self._model.device)  # (b, F) scaled
-        if self.target == "encoder":
-            return x
-        self._model.module.eval()
-        return self._model.module.cell_embedding(x)  # posterior means of z_{c,1}, (b, K)
+    def _inputs(self, rows: np.ndarray) -> tuple[torch.Tensor, float | np.ndarray | torch.Tensor]:
+        # the inputs attributed and their baseline; with covariates [inputs, a_c] and [baseline, a_c]
+        device = self._model.device
+        x = self._source.rows(rows).to(device)  # (b, F) scaled
+        covs = {} if self._covariates is None else self._covariates.rows(rows, device)
+        if self.target == "decoder":
+            self._model.module.eval()
+            x = self._model.module.cell_embedding(x, **covs)  # posterior means of z_{c,1}, (b, K)
+        if self._covariates is None:
+            return x, self.baseline
+        design = self._cell.design(covs["cat_covs"], covs["cont_covs"]).to(x.dtype)  # (b, D)
+        base = torch.as_tensor(self.baseline, dtype=x.dtype, device=device).expand(x.shape)
+        return torch.cat([x, design], 1), torch.cat([base, design], 1)
 
     def _factors(self, rows: np.ndarray) -> torch.Tensor:
-        attr = attribute_module(self._fn, self._inputs(rows), method=self.method, mode=self.mode,
-                                baseline=self.baseline, **self._options)
+        inputs, baseline = self._inputs(rows)
+        attr = attribute_module(self._fn, inputs, method=self.method, mode=self.mode,
+                                baseline=baseline, **self._options)[..., : self._n_inputs]
         return attr if self.target == "decoder" else attr.transpose(1, 2)
 
     def _chunk(self, rows: np.ndarray) -> torch.Tensor:

@@ -52,11 +52,15 @@ class CheckpointState:
     data: dict[str, Any] | None = None  # data_fingerprint of the training data; None: not recorded
 
 
-def data_fingerprint(features: Any, cells: Any) -> dict[str, Any]:
-    """What a checkpoint keeps of its data: sizes, feature names in order, a digest of cell names."""
+def data_fingerprint(features: Any, cells: Any, covariates: bytes | None = None) -> dict[str, Any]:
+    """What a checkpoint keeps of its data: sizes, feature names in order, a digest of cell names
+    and, for a model with covariates, one of their coding and every cell's values (``covariates``)."""
     features, cells = [str(f) for f in features], [str(c) for c in cells]
     digest = hashlib.sha256("\n".join(cells).encode("utf-8", "surrogatepass")).hexdigest()
-    return {"n_cells": len(cells), "n_features": len(features), "features": features, "cells_sha256": digest}
+    out = {"n_cells": len(cells), "n_features": len(features), "features": features, "cells_sha256": digest}
+    if covariates is not None:
+        out["covariates_sha256"] = hashlib.sha256(covariates).hexdigest()
+    return out
 
 
 def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any] | None, where: str) -> None:
@@ -73,6 +77,8 @@ def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any] | None
         problem = f"feature {i + 1} is {current['features'][i]!r}, the checkpoint's {theirs[i] if theirs else None!r}"
     elif saved.get("cells_sha256") != current["cells_sha256"]:
         problem = "other cell names or another order of cells"
+    elif saved.get("covariates_sha256") != current.get("covariates_sha256"):
+        problem = "other covariates: columns, categories or values"
     if problem:
         raise InputError(f"--resume on data that differ from those of {where} ({problem}); resume "
                          "on the same data, preprocessed the same way, or train afresh in a new checkpoint folder")

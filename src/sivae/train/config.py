@@ -4,6 +4,7 @@ rule for how many features a step scores when the user does not choose."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,6 +112,8 @@ class TrainingData:
     feature_x: torch.Tensor | None = None  # (F, C_red) input of the feature-wise encoder
     counts: CellMatrix | None = None  # raw counts, likelihood "nb" only
     fingerprint: dict | None = None  # checkpoint.data_fingerprint: a resume must be on the same data
+    # every cell's covariates (models.covariates.CellCovariates: .rows(idx, device)); None without
+    covariates: Any = None
 
     @property
     def n_features(self) -> int:

@@ -29,7 +29,7 @@ from ..data.loaders import BlockSampler
 from ..distributed import all_reduce_sum, distributed_context, phase_loss, reduce_over_ranks
 from ..nn.module import Batch, CellStatistics, Losses
 from .modes import TRAINING_MODES, Plan
-from .schedule import PhaseRun, Stopper, count_flops
+from .schedule import PhaseRun, Stopper, adam, count_flops
 from .config import TrainConfig, TrainingData, default_feature_batch
 
 __all__ = ["TRAINING_MODES", "PhaseRun", "TrainConfig", "Trainer", "TrainingData", "data_fingerprint",
@@ -115,7 +115,7 @@ class Trainer:
         return self._block(self._cell_rows(cell_idx), feature_idx)
 
     def _feature_batch(self, feature_idx: np.ndarray, statistics: CellStatistics) -> Batch:
-        batch = self._block((None,) * 4, feature_idx)
+        batch = self._block(self._cell_rows(None), feature_idx)
         batch.statistics = statistics
         return batch
 
@@ -127,10 +127,12 @@ class Trainer:
         chunks = [cells[s : s + size] for s in range(0, len(cells), size)][self.rank :: self.world_size]
         total = None
         for chunk in chunks:
-            part = self.module.cell_statistics(self._cell_rows(chunk)[0])
+            rows = self._cell_rows(chunk)
+            part = self.module.cell_statistics(rows[0], **rows[4])
             total = part if total is None else total + part
         if total is None:  # no cells on this rank: zeros of the right shapes
-            shapes = self.module.cell_statistics(self._cell_rows(self.data.train_idx[:1])[0])
+            rows = self._cell_rows(self.data.train_idx[:1])
+            shapes = self.module.cell_statistics(rows[0], **rows[4])
             total = CellStatistics(0.0, *(torch.zeros_like(t) for t in shapes.as_tensors()))
         if self.world_size > 1:
             tensors = total.as_tensors()
@@ -138,18 +140,22 @@ class Trainer:
                                    *(reduce_over_ranks(t) for t in tensors))
         return total
 
-    def _cell_rows(self, cell_idx: np.ndarray | None) -> tuple[torch.Tensor | None, ...]:
-        # (x, counts, library, where counts are nonzero) of a batch of cells, read once for every block
+    def _cell_rows(self, cell_idx: np.ndarray | None) -> tuple[Any, ...]:
+        # (x, counts, library, where counts are nonzero, {"cat_covs", "cont_covs"}) of a batch of
+        # cells, read once for every block
+        covariates = self.data.covariates
+        covs = ({"cat_covs": None, "cont_covs": None} if cell_idx is None or covariates is None
+                else covariates.rows(cell_idx, self.device))
         if cell_idx is None:
-            return (None,) * 4
+            return None, None, None, None, covs
         x = self.data.cells.rows(cell_idx).to(self.device)
         if self.data.counts is None:
-            return x, None, None, None
+            return x, None, None, None, covs
         counts, nonzero = self.data.counts.rows(cell_idx), self.data.counts.nonzero(cell_idx)
-        return x, counts, self.library[torch.from_numpy(cell_idx)].to(self.device), nonzero.to(self.device)
+        return x, counts, self.library[torch.from_numpy(cell_idx)].to(self.device), nonzero.to(self.device), covs
 
-    def _block(self, rows: tuple[torch.Tensor | None, ...], feature_idx: np.ndarray) -> Batch:
-        x, counts, library, nonzero = rows
+    def _block(self, rows: tuple[Any, ...], feature_idx: np.ndarray) -> Batch:
+        x, counts, library, nonzero, covs = rows
         fidx = torch.from_numpy(np.asarray(feature_idx, dtype=np.int64))
         feature_x = None if self.data.feature_x is None else self.data.feature_x[fidx].to(self.device)
         everything = len(fidx) == self.data.n_features  # the sampler's blocks are sorted: all, in order
@@ -162,6 +168,7 @@ class Trainer:
             x=x, target=target, feature_idx=fidx.to(self.device), feature_x=feature_x,
             n_cells=len(self.data.train_idx), n_features=self.data.n_features, library=library,
             target_nonzero=nonzero if everything else None,  # positions in all features' columns
+            **covs,
         )
 
     # -- one epoch, one evaluation ----------------------------------------------------------------
@@ -284,7 +291,7 @@ class Trainer:
             total, weight = 0.0, 0
             for cells in self._val_batches():
                 rows = self._cell_rows(cells)
-                encoded = self.module.encode_cells(rows[0], phase)
+                encoded = self.module.encode_cells(rows[0], phase, **rows[4])
                 for block, encoded_block in zip(blocks, features):
                     loss = self.module.score(self._block(rows, block), encoded, encoded_block, phase)
                     # each block's loss already estimates all features: weight it by its share
@@ -314,8 +321,8 @@ class Trainer:
         self.module.eval()
         with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
             rows = self._cell_rows(cells)
-            encoded = self.module.encode_cells(rows[0], phase)
-            per_cell = count_flops(lambda: self.module.encode_cells(rows[0], phase)) / len(cells)
+            encoded = self.module.encode_cells(rows[0], phase, **rows[4])
+            per_cell = count_flops(lambda: self.module.encode_cells(rows[0], phase, **rows[4])) / len(cells)
             encoded_features = self._encode_features(features, phase)
             per_feature = count_flops(lambda: self._encode_features(features, phase)) / len(features)
             per_pair = count_flops(lambda: self.module.score(
@@ -331,16 +338,7 @@ class Trainer:
     # -- the whole run --------------------------------------------------------------------------
     def _optimizer(self, phase: str) -> tuple[torch.optim.Optimizer, list]:
         params = [p for p in self.module.phase_parameters(phase) if p.requires_grad]
-        decay = [p for p in params if p.dim() == 2]  # weight matrices; biases and vectors exempt
-        rest = [p for p in params if p.dim() != 2]
-        groups = [
-            {"params": decay, "weight_decay": 2.0 * self.config.l2},
-            {"params": rest, "weight_decay": 0.0},
-        ]
-        # the fused kernel: one pass over each tensor instead of a dozen (7x faster on a CPU at
-        # these sizes, ~15% of a training step), and the same update rule
-        fused = self.device.type in ("cpu", "cuda")
-        return torch.optim.Adam(groups, lr=self.config.learning_rate, fused=fused), params
+        return adam(params, learning_rate=self.config.learning_rate, l2=self.config.l2, device=self.device), params
 
     def _train_only(self, phase: str, trainable: dict[int, bool]) -> None:
         # DDP registers the parameters that require grad when it is built: exactly this phase's
