@@ -15,7 +15,7 @@ its Spearman with the detection rate (how much of it is sparsity), its agreement
 truths, and how the one-second baselines and the models of benchmarks/hubs.py (their per-gene
 scores, read from benchmarks/results/hubs_parts/ when the genes match) rank against it.
 
-    .venv/bin/python benchmarks/ground_truth.py            # full: 40 query genes, ~1-2 h on 2 cores
+    .venv/bin/python benchmarks/ground_truth.py            # full: 24 query genes, ~1 h on 2 cores
     .venv/bin/python benchmarks/ground_truth.py --quick    # 300 cells, 100 genes, seconds
 """
 
@@ -38,7 +38,7 @@ TRUTHS = ("paper networks", "default", "default, early stop", "binned")
 
 def settings(quick: bool) -> dict[str, dict[str, Any]]:
     """Each truth's keyword arguments for sivae.tl (None: the binned estimate)."""
-    early = {"epochs": 4 if quick else 200, "patience": 2 if quick else 5}
+    early = {"epochs": 4 if quick else 100, "patience": 2 if quick else 5}
     return {
         "paper networks": {"hidden": (16, 32) if quick else (128, 512, 1024), "n_components": None,
                            "batch_size": 128, "learning_rate": 1e-3, **early},
@@ -94,10 +94,10 @@ def rho(a: pd.Series, b: pd.Series) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(p)
-    p.add_argument("--n-query", type=int, default=None, help="query genes (default 40; 20 with --quick)")
+    p.add_argument("--n-query", type=int, default=None, help="query genes (default 24; 20 with --quick)")
     p.add_argument("--truths", nargs="+", default=list(TRUTHS), choices=TRUTHS)
     args = p.parse_args(argv)
-    n_query = args.n_query or (20 if args.quick else 40)
+    n_query = args.n_query or (20 if args.quick else 24)
     t_start = time.perf_counter()
     import sivae
     from sivae.tl.reliability import noise_ceiling, partial_spearman

@@ -91,26 +91,34 @@ def train_grouped(
 
 
 class _BestWeights:
-    """Each group's weights at its lowest validation error so far (per-network early stopping)."""
+    """Each group's weights at its lowest validation error so far (per-network early stopping).
+
+    Training as a whole stops when the summed validation error has not fallen by a thousandth
+    for ``patience`` epochs: with many networks one of them nearly always improves a little by
+    chance, so waiting until none does would run every fit to ``epochs``.
+    """
 
     def __init__(self, model: GroupedMLP) -> None:
         self.loss = None
+        self.best_total = float("inf")
         self.state = [p.detach().clone() for p in model.parameters()]
         self.last_improved = 0
 
     @torch.no_grad()
     def update(self, model: GroupedMLP, validation: tuple[torch.Tensor, torch.Tensor], epoch: int) -> bool:
-        """Keep the groups that improved; True once a whole epoch passed without any improving."""
+        """Keep the groups that improved; True when the summed error did not improve this epoch."""
         model.eval()
         inputs, targets = validation
         loss = (model(inputs) - targets).pow(2).mean((1, 2))  # (G,)
         improved = torch.ones_like(loss, dtype=torch.bool) if self.loss is None else loss < self.loss
-        if improved.any():
-            self.last_improved = epoch
-            self.loss = loss if self.loss is None else torch.where(improved, loss, self.loss)
-            for kept, p in zip(self.state, model.parameters()):
-                kept[improved] = p.detach()[improved]
-        return not improved.any()
+        self.loss = loss if self.loss is None else torch.where(improved, loss, self.loss)
+        for kept, p in zip(self.state, model.parameters()):
+            kept[improved] = p.detach()[improved]
+        total = float(loss.sum())
+        if total < self.best_total * (1 - 1e-3):
+            self.best_total, self.last_improved = total, epoch
+            return False
+        return True
 
     @torch.no_grad()
     def restore(self, model: GroupedMLP) -> None:

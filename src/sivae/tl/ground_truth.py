@@ -71,7 +71,7 @@ def centrality_ground_truth(
     patience
         Early stopping as in the paper: a tenth of the training cells (seeded) is kept for
         validation, each network keeps the weights of its best validation epoch, and training
-        ends once none has improved for ``patience`` epochs. None: ``epochs`` epochs on all
+        ends once the networks' summed validation error has not improved for ``patience`` epochs. None: ``epochs`` epochs on all
         the training cells.
     holdout_fraction
         Cells held out (seeded) on which the PVE is measured.
