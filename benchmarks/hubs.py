@@ -105,7 +105,7 @@ def load(name: str, quick: bool) -> tuple[Any, dict[str, Any]]:
     """(preprocessed AnnData, settings) of one data set."""
     s = {"n_latent": 4 if quick else 10, "epochs": 3 if quick else 100, "hidden": (32, 16) if quick else None,
          "truth_epochs": 2 if quick else 10, "components": 16 if quick else 64, "n_query": 20 if quick else 100,
-         "hood_epochs": 3 if quick else 20}
+         "hood_epochs": 3 if quick else 20, "hood_queries": "central"}
     if name == "simulated":
         _threads()
         return sivae.datasets.simulated_network(n_cells=400 if quick else 3000, seed=0), s
@@ -369,9 +369,13 @@ def claims(rows: list[dict], results: dict[str, dict]) -> list[dict]:
                    s["top20_mean"] >= t[best_top]["top20_mean"]),
         ]
         if best_pve and s["pve_mean"] is not None:
-            out.append(_claim(f"siVAE-Euc neighbourhoods predict the query gene as well as the best baseline ({name})",
-                              f"PVE {s['pve_mean']:.3f} vs {best_pve} {pves[best_pve]:.3f}",
-                              s["pve_mean"] >= pves[best_pve]))
+            text = f"siVAE-Euc neighbourhoods predict the query gene as well as the best baseline ({name})"
+            ours = f"PVE {s['pve_mean']:.3f} vs {best_pve} {pves[best_pve]:.3f}"
+            if res.get("settings", {}).get("hood_queries") != "central":  # runs before the central query genes
+                out.append({**_claim(text, ours + " on random query genes, where every method's PVE is about 0: "
+                                     "rerun --parts grn and the shipped row", False), "reproduced": "not tested"})
+            else:
+                out.append(_claim(text, ours, s["pve_mean"] >= pves[best_pve]))
     return out
 
 
