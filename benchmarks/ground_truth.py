@@ -81,8 +81,10 @@ def stored_scores(genes_all: list[str]) -> dict[str, pd.Series]:
         part = json.loads(path.read_text())["datasets"]["pbmc3k"]
         if part["genes"] != genes_all:
             continue
-        for method, values in part.get("scores", {}).items():
-            scores.setdefault(method, []).append(pd.Series(values, index=part["genes"], dtype=float))
+        for method, per_seed in part.get("scores", {}).items():  # {seed: [value per gene]}
+            for values in per_seed.values():
+                scores.setdefault(method, []).append(
+                    pd.Series([np.nan if v is None else v for v in values], index=part["genes"], dtype=float))
     return {m: pd.concat(v, axis=1).mean(1) if len(v) > 1 else v[0] for m, v in scores.items()}
 
 
@@ -135,8 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"benchmark": "ground_truth", "paper": "Methods, 'Estimating the ground truth gene centrality'; Fig. 5a",
                "command": command_line(argv), "quick": bool(args.quick), "seconds": time.perf_counter() - t_start,
                "table": table, "claims": claims(rows, agreement, ranking), "agreement": agreement,
-               "ranking": ranking, "query_genes": genes}
-    print(json.dumps(ranking, indent=0), flush=True)
+               "ranking": ranking, "query_genes": genes,
+               "truths": {t: [finite(v) for v in truths[t]] for t in truths}}
+    for row in ranking:
+        print(row, flush=True)
     print("wrote", write_result(payload, out_dir(args)))
 
 
