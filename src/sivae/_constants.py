@@ -66,6 +66,9 @@ class _Keys:
     MODULE_SCORES: str = "sivae_module_scores"
     # .uns: sivae.tl.enrich, {"results": table, "matching": counts, "gene_sets": name}
     ENRICHMENT: str = "sivae_enrichment"
+    # .uns: sivae.tl.differential_hubs, {"table": per-gene centrality per group, difference,
+    # interval, p, FDR; "params": the groups, their sizes and the replicates}
+    DIFFERENTIAL_HUBS: str = "sivae_differential_hubs"
 
 
 KEYS = _Keys()
