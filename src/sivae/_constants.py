@@ -32,6 +32,8 @@ class _Keys:
     HIGHLY_VARIABLE: str = "highly_variable"
     # .obs: cell-type labels of the bundled datasets (sivae.datasets)
     CELL_TYPE: str = "cell_type"
+    # .obs: the condition of sivae.datasets.kang ("ctrl" or "stim")
+    CONDITION: str = "condition"
     # .var / .uns: ground truth of sivae.datasets.simulated_network
     COMMUNITY: str = "community"
     IS_HUB: str = "is_hub"
