@@ -82,7 +82,7 @@ def test_a_random_split_of_one_group_finds_nothing(trained):
 
 def test_the_result_round_trips_through_h5ad_and_draws(trained, tmp_path):
     adata = trained.adata
-    d = sivae.tl.differential_hubs(trained, groupby="condition", reference="A", target="B", n_boot=20, n_perm=40)
+    d = sivae.tl.differential_hubs(trained, groupby="condition", reference="A", target="B", n_boot=20, n_perm=200)
     adata.write_h5ad(tmp_path / "out.h5ad")
     back = sivae.read(tmp_path / "out.h5ad").uns[KEYS.DIFFERENTIAL_HUBS]
     pd.testing.assert_frame_equal(back["table"], d, check_index_type=False)
@@ -144,7 +144,7 @@ def test_cli_writes_the_table_and_refuses_an_unknown_group(trained, tmp_path, ca
     assert main([*common, "--target", "Z"]) == 2
     assert "group 'Z' is not in adata.obs['condition']" in capsys.readouterr().err
     assert not out.exists()
-    assert main([*common, "--target", "B", "--n-boot", "20", "--n-perm", "40"]) == 0
+    assert main([*common, "--target", "B", "--n-boot", "20", "--n-perm", "200"]) == 0
     said = capsys.readouterr().out
     assert "at FDR < 0.05" in said and "c0_hub" in said
     table = pd.read_csv(out, index_col=0)

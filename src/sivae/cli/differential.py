@@ -26,7 +26,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--target", required=True, help="target group (e.g. stim)")
     p.add_argument("-o", "--output", metavar="DIFF.csv", required=True, help="CSV table to write")
     p.add_argument("--n-boot", type=_positive_int, default=200, help="bootstrap replicates (default 200)")
-    p.add_argument("--n-perm", type=_positive_int, default=200, help="label permutations (default 200)")
+    p.add_argument("--n-perm", type=_positive_int, default=1000, help="label permutations (default 1000)")
     p.add_argument("--min-cells", type=_positive_int, default=50, help="fewest cells per group (default 50)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the replicates (default 0)")
     p.add_argument("--device", type=_device, default="auto", help="auto (a GPU when present), cpu or cuda")
