@@ -152,16 +152,21 @@ def ora_row(label: str, genes: list[str], library: dict[str, list[str]], univers
 def enrich_rows(adata: Any, library: dict[str, list[str]], terms: list[str]) -> tuple[list[dict[str, Any]], float]:
     """tl.enrich of the dimensions (both signs) and modules: per source, its best interferon term."""
     t0 = time.perf_counter()
-    table = sivae.tl.enrich(adata, gene_sets=library, what=("dimensions", "modules"), max_fdr=1.0)
+    table = sivae.tl.enrich(adata, gene_sets={**library, ISG_SET: list(ISGS)}, what=("dimensions", "modules"),
+                            max_fdr=1.0)
     seconds = time.perf_counter() - t0
+    modules = adata.var[KEYS.MODULE].astype(str)
     rows = []
     for source, part in table.groupby("source", sort=False):
         part = part.sort_values("p")
-        ifn = part[part["term"].isin(terms)]
-        rows.append({"item": str(source), "n_genes": None, "isgs": None,
+        ifn, isg, go = part[part["term"].isin(terms)], part[part["term"] == ISG_SET], part[part["term"] != ISG_SET]
+        members = modules.index[modules == str(source).removeprefix("module ")] if source.startswith("module") else []
+        rows.append({"item": str(source), "n_genes": len(members) or None,
+                     "isgs": sum(g in ISGS for g in members) if len(members) else None,
                      "best_ifn_term": ifn["term"].iloc[0] if len(ifn) else None,
-                     "best_ifn_fdr": float(ifn["fdr"].iloc[0]) if len(ifn) else None, "isg_fdr": None,
-                     "top_term": part["term"].iloc[0], "top_fdr": float(part["fdr"].iloc[0])})
+                     "best_ifn_fdr": float(ifn["fdr"].iloc[0]) if len(ifn) else None,
+                     "isg_fdr": float(isg["fdr"].iloc[0]) if len(isg) else None,
+                     "top_term": go["term"].iloc[0], "top_fdr": float(go["fdr"].iloc[0])})
     return rows, seconds
 
 
@@ -292,6 +297,41 @@ def modules_row(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- claims and the run ---------------------------------------------------------------------------------
+def _ifn_text(r: dict[str, Any]) -> str:
+    go = f"{r['best_ifn_term']} FDR {r['best_ifn_fdr']:.2g}" if r["best_ifn_fdr"] is not None else "no GO IFN term"
+    isg = f"; the {len(ISGS)} ISGs FDR {r['isg_fdr']:.2g}" if r["isg_fdr"] is not None else ""
+    return f"{go}{isg}; top GO term {r['top_term']} FDR {r['top_fdr']:.2g}" if r["top_term"] else go
+
+
+def _ifn_ok(r: dict[str, Any] | None, go_only: bool = False) -> bool:
+    # the GO type I interferon terms at FDR < 0.05, or (an equivalent set) the ISG list
+    fdrs = [r[k] for k in (("best_ifn_fdr",) if go_only else ("best_ifn_fdr", "isg_fdr"))] if r else []
+    return any(f is not None and f < 0.05 for f in fdrs)
+
+
+def _ifn_fdr(r: dict[str, Any]) -> float:
+    return min(f for f in (r["best_ifn_fdr"], r["isg_fdr"], 1.0) if f is not None)
+
+
+def program_claims(rows: dict[str, dict[str, Any]], ex: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The acceptance checks of issue 28 on Kang, and what differential hubs add to DE."""
+    hubs, de = rows["differential hubs (gain in stim)"], rows["rank_genes_groups (up in stim)"]
+    bestd = min((r for k, r in rows.items() if k.startswith("dim")), key=_ifn_fdr, default=None)
+    bestm = min((r for k, r in rows.items() if k.startswith("module")), key=_ifn_fdr, default=None)
+    where = (f"best module {bestm['item'] if bestm else 'none'} ({bestm['n_genes'] if bestm else 0} genes, "
+             f"{bestm['isgs'] if bestm else 0} ISGs): {_ifn_text(bestm) if bestm else '-'}; best dimension "
+             f"{bestd['item'] if bestd else 'none'}: {_ifn_text(bestd) if bestd else '-'}")
+    return [
+        claim("the top differential hubs (stim over ctrl) are enriched for the type I interferon response",
+              "none (issue 28 acceptance: GO type I interferon or an equivalent set)",
+              f"{hubs['n_genes']} genes, {hubs['isgs']} ISGs; {_ifn_text(hubs)}",
+              verdict(_ifn_ok(hubs, go_only=True), partly=_ifn_ok(hubs))),
+        claim("at least one gene module and one latent dimension hold the interferon programme",
+              "none (issue 28 acceptance)", where,
+              verdict(_ifn_ok(bestm, True) and _ifn_ok(bestd, True), partly=_ifn_ok(bestm) and _ifn_ok(bestd))),
+        beyond_de(hubs, de, ex)]
+
+
 def claims(out: dict[str, Any]) -> list[dict[str, str]]:
     found = []
     hvg = {(r["dataset"], r["flavor"], r["n_top_genes"]): r for r in out.get("hvg", [])}
@@ -309,27 +349,7 @@ def claims(out: dict[str, Any]) -> list[dict[str, str]]:
                     and p_new["pca_knn_cell_type"] >= p_old["pca_knn_cell_type"] - 0.01)))
     rows = {r["item"]: r for r in out.get("table_programs", [])}
     if rows:
-        def ifn(r: dict[str, Any]) -> str:
-            return f"{r['best_ifn_term']} FDR {r['best_ifn_fdr']:.2g}" if r["best_ifn_fdr"] is not None else "no IFN term"
-
-        hubs, de = rows["differential hubs (gain in stim)"], rows["rank_genes_groups (up in stim)"]
-        dims = [r for k, r in rows.items() if k.startswith("dim")]
-        mods = [r for k, r in rows.items() if k.startswith("module")]
-        best = min(dims, key=lambda r: r["best_ifn_fdr"] if r["best_ifn_fdr"] is not None else 1.0, default=None)
-        bestm = min(mods, key=lambda r: r["best_ifn_fdr"] if r["best_ifn_fdr"] is not None else 1.0, default=None)
-
-        def ok(r: dict[str, Any] | None) -> bool:
-            return r is not None and r["best_ifn_fdr"] is not None and r["best_ifn_fdr"] < 0.05
-
-        found.append(claim("the top differential hubs (stim over ctrl) are enriched for the type I interferon "
-                           "response", "none (issue 28 acceptance)",
-                           f"{hubs['n_genes']} genes, {hubs['isgs']} ISGs; {ifn(hubs)}", verdict(ok(hubs))))
-        found.append(claim("at least one gene module and one latent dimension hold the interferon programme",
-                           "none (issue 28 acceptance)",
-                           f"best module {bestm['item'] if bestm else 'none'}: {ifn(bestm) if bestm else '-'}; "
-                           f"best dimension {best['item'] if best else 'none'}: {ifn(best) if best else '-'}",
-                           verdict(ok(bestm) and ok(best), partly=ok(bestm) or ok(best))))
-        found.append(beyond_de(hubs, de, out.get("examples", [])))
+        found += program_claims(rows, out.get("examples", []))
     des = {r["design"]: r for r in out.get("designs", [])}
     if des:
         one, pg = des["one model, all cells"], des["one model per group"]
@@ -342,8 +362,9 @@ def claims(out: dict[str, Any]) -> list[dict[str, str]]:
                            f"{one['isgs_in_top_gains']} vs {pg['isgs_in_top_gains']}; seconds {one['seconds']:.0f} vs "
                            f"{pg['seconds']:.0f}",
                            verdict(one["genes_beyond_null_p99"] > pg["genes_beyond_null_p99"]
-                                   and one["isgs_in_top_gains"] >= pg["isgs_in_top_gains"] - 3,
-                                   partly=one["genes_beyond_null_p99"] > pg["genes_beyond_null_p99"])))
+                                   and one["null_median_abs_difference"] < pg["null_median_abs_difference"],
+                                   partly=one["genes_beyond_null_p99"] > pg["genes_beyond_null_p99"]
+                                   or one["null_median_abs_difference"] < pg["null_median_abs_difference"])))
     if out.get("modules"):
         m = out["modules"][0]
         found.append(claim("each planted community is one gene module and isolated genes stay unassigned (K=8)",
