@@ -158,3 +158,11 @@ def test_refuses_a_file_whose_cells_changed(tmp_path, counts_file, pair):
     moved.uns[KEYS.BACKED] = {"path": str(other), "layer": ""}
     with pytest.raises(InputError, match="holds 7 cells but adata has 1200"):
         sivae.SIVAE(moved, **SMALL)
+
+
+def test_seurat_v3_across_batches_from_a_file_warns_and_uses_seurat(counts_file):
+    backed = read_backed(counts_file)
+    backed.obs["sample"] = np.arange(backed.n_obs) % 2
+    with pytest.warns(UserWarning, match="seurat_v3 across batches is not computed from a backed file"):
+        sivae.pp.preprocess(backed, n_top_genes=N_TOP, batch_key="sample", progress=False)
+    assert backed.uns[KEYS.PREPROCESS]["highly_variable_flavor"] == "seurat" and backed.n_vars == N_TOP
