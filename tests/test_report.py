@@ -138,6 +138,19 @@ def test_modules_and_gene_sets_section_appears_when_present(fitted):
     assert "No analyses have been run" in words  # shown in their own section, not listed again
 
 
+def test_differential_hubs_section_appears_when_present(fitted):
+    adata, folder = fitted
+    adata = adata.copy()
+    assert "conditions" not in _parse(build_report(adata)).ids
+    model = sivae.load_model(folder / "model", adata)
+    sivae.tl.differential_hubs(model, groupby="batch", reference="a", target="b", n_boot=20, n_perm=100)
+    page = _parse(build_report(adata))
+    words = " ".join(page.text)
+    assert "conditions" in page.ids and "fig-differential" in page.images and not page.errors
+    assert "obs['batch']: b (150 cells) against a (150 cells)" in words
+    assert "No analyses have been run" in words  # shown in its own section, not listed again
+
+
 def test_refuses_untrained_data(fitted):
     adata, _ = fitted
     bare = adata.copy()

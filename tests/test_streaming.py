@@ -49,14 +49,26 @@ def pair(counts_file):
 
 def test_preprocessing_a_file_selects_and_scales_as_in_memory(pair):
     memory, backed = pair
-    assert list(backed.var_names) == list(memory.var_names)  # same highly variable genes
-    for key in (KEYS.FEATURE_MEAN, KEYS.FEATURE_STD, "dispersions_norm"):
+    assert list(backed.var_names) == list(memory.var_names)  # same highly variable genes (seurat_v3)
+    assert backed.uns[KEYS.PREPROCESS]["highly_variable_flavor"] == "seurat_v3"
+    for key in (KEYS.FEATURE_MEAN, KEYS.FEATURE_STD, "variances_norm", "means", "variances"):
         np.testing.assert_allclose(backed.var[key], memory.var[key], rtol=1e-5, atol=1e-6)
     rows = np.array([0, 17, 17, N_CELLS - 1, 600])
     # the constant gene's counts are left out of the library sizes, as in memory
     np.testing.assert_allclose(training_matrix(backed).rows(rows).numpy(), memory.X[rows], atol=1e-4)
     info = backed.uns[KEYS.PREPROCESS]
     assert info["backed"] and info["n_constant_dropped"] == 2 and info["n_features_out"] == N_TOP
+
+
+def test_the_seurat_flavour_from_a_file_selects_as_in_memory(counts_file):
+    memory, backed = ad.read_h5ad(counts_file), read_backed(counts_file)
+    with pytest.warns(UserWarning, match="dropped 2 of"):
+        sivae.pp.preprocess(memory, n_top_genes=N_TOP, flavor="seurat")
+    with pytest.warns(UserWarning, match="dropped 2 of"):
+        sivae.pp.preprocess(backed, n_top_genes=N_TOP, flavor="seurat", progress=False)
+    assert list(backed.var_names) == list(memory.var_names)
+    np.testing.assert_allclose(backed.var["dispersions_norm"], memory.var["dispersions_norm"], rtol=1e-5, atol=1e-5)
+    assert backed.uns[KEYS.PREPROCESS]["highly_variable_flavor"] == "seurat"
 
 
 def test_training_from_a_file_gives_the_in_memory_embedding(pair, one_thread):
@@ -146,3 +158,11 @@ def test_refuses_a_file_whose_cells_changed(tmp_path, counts_file, pair):
     moved.uns[KEYS.BACKED] = {"path": str(other), "layer": ""}
     with pytest.raises(InputError, match="holds 7 cells but adata has 1200"):
         sivae.SIVAE(moved, **SMALL)
+
+
+def test_seurat_v3_across_batches_from_a_file_warns_and_uses_seurat(counts_file):
+    backed = read_backed(counts_file)
+    backed.obs["sample"] = np.arange(backed.n_obs) % 2
+    with pytest.warns(UserWarning, match="seurat_v3 across batches is not computed from a backed file"):
+        sivae.pp.preprocess(backed, n_top_genes=N_TOP, batch_key="sample", progress=False)
+    assert backed.uns[KEYS.PREPROCESS]["highly_variable_flavor"] == "seurat" and backed.n_vars == N_TOP

@@ -32,6 +32,8 @@ class _Keys:
     HIGHLY_VARIABLE: str = "highly_variable"
     # .obs: cell-type labels of the bundled datasets (sivae.datasets)
     CELL_TYPE: str = "cell_type"
+    # .obs: the condition of sivae.datasets.kang ("ctrl" or "stim")
+    CONDITION: str = "condition"
     # .var / .uns: ground truth of sivae.datasets.simulated_network
     COMMUNITY: str = "community"
     IS_HUB: str = "is_hub"
@@ -66,6 +68,9 @@ class _Keys:
     MODULE_SCORES: str = "sivae_module_scores"
     # .uns: sivae.tl.enrich, {"results": table, "matching": counts, "gene_sets": name}
     ENRICHMENT: str = "sivae_enrichment"
+    # .uns: sivae.tl.differential_hubs, {"table": per-gene centrality per group, difference,
+    # interval, p, FDR; "params": the groups, their sizes and the replicates}
+    DIFFERENTIAL_HUBS: str = "sivae_differential_hubs"
 
 
 KEYS = _Keys()

@@ -252,7 +252,8 @@ def _analyses(adata: AnnData) -> str:
              KEYS.NEIGHBORHOODS: "Gene neighbourhoods (sivae.tl.compare_neighborhoods)",
              KEYS.AGREEMENT: "Agreement of interpretations (sivae.tl.agreement)"}
     parts = []
-    own_section = (KEYS.UNS, KEYS.PREPROCESS, KEYS.MODULE, KEYS.ENRICHMENT)  # shown in _modules_and_gene_sets
+    # shown in _modules_and_gene_sets and _differential_hubs
+    own_section = (KEYS.UNS, KEYS.PREPROCESS, KEYS.MODULE, KEYS.ENRICHMENT, KEYS.DIFFERENTIAL_HUBS)
     for key in sorted(k for k in adata.uns if k.startswith(("sivae_", "sivae")) and k not in own_section):
         frame = _as_frame(adata.uns[key])
         if frame is not None:
@@ -294,6 +295,22 @@ def _modules_and_gene_sets(adata: AnnData) -> str:
         best = best[["source", "term", "statistic", "fdr", "overlap", "leading_genes"]]
         parts.append(_table(best.set_index("source"), "The best gene set of each source (hubs, modules, dimensions)"))
     return "".join(parts)
+
+
+def _differential_hubs(adata: AnnData) -> str:
+    """Hubs that change between two groups of cells (sivae.tl.differential_hubs), where present."""
+    result = adata.uns.get(KEYS.DIFFERENTIAL_HUBS, {})
+    table = result.get("table") if isinstance(result, Mapping) else None
+    if not isinstance(table, pd.DataFrame) or not len(table):
+        return ""
+    params = dict(result.get("params", {}))
+    hits = table[table["fdr"] < 0.05]
+    shown = pd.concat([hits[hits["difference"] > 0].head(10), hits[hits["difference"] < 0].tail(10)])
+    what = (f"obs['{params.get('groupby', '?')}']: {params.get('target', '?')} ({int(params.get('n_target', 0)):,} "
+            f"cells) against {params.get('reference', '?')} ({int(params.get('n_reference', 0)):,} cells); "
+            f"{len(hits):,} genes at FDR < 0.05 (uns['{KEYS.DIFFERENTIAL_HUBS}'])")
+    return (_figure(pl.differential_hubs(adata), "fig-differential", f"Centrality in each group; {what}.")
+            + _table(shown.round(4), "The largest gains and losses at FDR < 0.05"))
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -365,6 +382,9 @@ def build_report(
     modules = _modules_and_gene_sets(adata)
     if modules:
         sections.append(("modules", "Gene modules and gene sets", modules))
+    differential = _differential_hubs(adata)
+    if differential:
+        sections.append(("conditions", "Hubs that change between groups", differential))
     sections += [("training", "Training", curves),
                  ("parameters", "Parameters of the run", _parameters(uns, _read_model_dir(model_dir, uns))),
                  ("analyses", "Analyses", _analyses(adata))]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sivae._errors import InputError
 
-from . import data, embed, fit, interpret, modules, networks, report
+from . import data, differential, embed, fit, interpret, modules, networks, report
 
 _EXIT_BAD_INPUT = 2
 # errors that mean "the input or a path is wrong": one line, no traceback
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"sivae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{fit,embed,demo,simulate-large,hubs,neighbors,grn,modules,enrich,attribute,report}")
-    for commands in (fit, embed, data, networks, modules, interpret, report):
+                                metavar="{fit,embed,demo,simulate-large,hubs,neighbors,grn,modules,enrich,diff-hubs,attribute,report}")
+    for commands in (fit, embed, data, networks, modules, differential, interpret, report):
         commands.add_parsers(sub)
     return parser

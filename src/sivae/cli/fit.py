@@ -19,6 +19,7 @@ from sivae._errors import InputError
 from sivae._files import (atomic_outputs, check_destination, check_distinct, locked, recover_outputs,
                           write_anndata)
 
+from sivae.data.hvg import DEFAULT_FLAVOR, FLAVORS
 from sivae.models.config import ModelConfig
 from sivae.train.config import TrainConfig, shared_with
 
@@ -50,6 +51,9 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("--n-top-genes", type=_top_genes, default=2000, metavar="N|all",
                    help="highly variable features kept by preprocessing (default 2000; all: "
                    "every non-constant feature)")
+    p.add_argument("--hvg-flavor", choices=FLAVORS, default=DEFAULT_FLAVOR,
+                   help="how preprocessing picks them: seurat_v3 on the counts (default) or seurat on "
+                   "the log-normalised values (sivae.pp.preprocess's flavor)")
     p.add_argument("--no-preprocess", action="store_true",
                    help="IN is already normalised and z-scored: use adata.X as it is (with "
                    "--backed: normalised and log-transformed, z-scored per batch)")
@@ -175,6 +179,6 @@ def _preprocess(adata: Any, args: argparse.Namespace, *, progress: bool = True) 
     from sivae import pp
 
     # genes chosen across the batches the model is told of (--batch-key)
-    result = pp.preprocess(adata, n_top_genes=args.n_top_genes, progress=progress,
+    result = pp.preprocess(adata, n_top_genes=args.n_top_genes, flavor=args.hvg_flavor, progress=progress,
                            batch_key=getattr(args, "batch_key", None))
     return adata if result is None else result

@@ -27,6 +27,7 @@ from .._constants import KEYS
 from .._errors import InputError
 from ..distributed import my_share, raising_together, reduce_over_ranks
 from .backed import BackedCellMatrix, backed_matrix
+from .hvg import fallback, seurat_v3_clip, seurat_v3_table, too_few_for_loess
 from .record import PreprocessRecord, kept_features, scaled_record, subset_features
 from .transform import RowTransform
 
@@ -95,6 +96,7 @@ def preprocess_backed(
     adata: AnnData,
     *,
     n_top_genes: int | None,
+    flavor: str,
     target_sum: float,
     scale: bool,
     max_value: float | None,
@@ -104,9 +106,12 @@ def preprocess_backed(
 ) -> PreprocessRecord:
     """The steps of `sivae.pp.preprocess` on a backed AnnData; returns the record to store.
 
-    Pass 1 checks the counts and finds library sizes and constant features; pass 2 gathers the
-    moments of the normalised and of the log-normalised values of the other features (and,
-    with ``batches``, each cell's batch code, the normalised moments of each batch).
+    Pass 1 checks the counts and finds library sizes, constant features and the counts' moments;
+    pass 2 gathers the moments of the normalised and of the log-normalised values of the other
+    features, for "seurat_v3" the sums of the counts clipped where pass 1's fit says, and, with
+    ``batches`` (each cell's batch code), the normalised moments of each batch. seurat_v3 across
+    batches is not computed from a file: with ``batches`` the genes are chosen by "seurat" across
+    batches, with a warning.
     """
     if not scale:
         raise InputError("a backed matrix is z-scored per training batch, so preprocess it with "
@@ -114,34 +119,40 @@ def preprocess_backed(
     matrix = backed_matrix(adata, transform=None)
     n_features_in = adata.n_vars
     columns = _file_columns(adata, matrix)
-    totals, extent = _scan_counts(matrix, columns, progress=progress)
+    totals, extent, raw = _scan_counts(matrix, columns, progress=progress)
     constant = extent.low == extent.high
     keep = kept_features(constant, drop=drop_constant, where="the backed matrix")
     library_features = tuple(map(str, adata.var_names[keep]))  # the library sizes sum over these
     # normalize_total runs after constant features are dropped: take their counts off the totals
     library = totals - float(extent.high[constant].sum())
     columns = columns[keep]
-    normalised = _Moments(len(columns))
-    logged = _Moments(len(columns))
+    selected = n_top_genes is not None and n_top_genes < int(keep.sum())
+    if selected and flavor == "seurat_v3" and batches is not None:
+        fallback("seurat_v3 across batches is not computed from a backed file")
+    v3 = selected and flavor == "seurat_v3" and batches is None
+    clipped = _Clipped.fit(*raw.mean_var(), raw.n_cells, keep) if v3 else None
+    flavor = ("seurat_v3" if clipped else "seurat") if selected else None
+    normalised, logged = _Moments(len(columns)), _Moments(len(columns))
     per_batch = [_Moments(len(columns)) for _ in range(0 if batches is None else int(batches.max()) + 1)]
-    normalise = RowTransform(library_size=library, target_sum=target_sum, columns=columns)
+    normalise = RowTransform(library_size=library, target_sum=target_sum)
     with raising_together():
-        for rows, block in _chunks(matrix, normalise, "pass 2 of 2: feature statistics", progress):
+        for rows, block in _chunks(matrix, RowTransform(columns=columns), "pass 2 of 2: feature statistics",
+                                   progress):
+            if clipped is not None:
+                clipped.add(block)
+            block = normalise.sparse_steps(block, rows)  # per-row scaling: the same after selecting columns
             normalised.add(block)
             for b, moments in enumerate(per_batch):
                 moments.add(block[batches[rows] == b])
             np.log1p(block.data, out=block.data)
             logged.add(block)
-    for moments in (normalised, logged, *per_batch):
+    for moments in (normalised, logged, *per_batch, *([clipped] if clipped else [])):
         moments.combine_ranks()
     subset_features(adata, keep)
-    hvg = _seurat_dispersions(*normalised.mean_var())
-    selected = n_top_genes is not None and n_top_genes < adata.n_vars
     if selected:
+        hvg = clipped.table(n_top_genes) if clipped else _seurat_table(*normalised.mean_var(), n_top_genes)
         if per_batch:
             hvg[KEYS.HIGHLY_VARIABLE] = _top_across_batches(per_batch, n_top_genes)
-        else:
-            hvg[KEYS.HIGHLY_VARIABLE] = _top_dispersions(hvg["dispersions_norm"].to_numpy(), n_top_genes)
         for name, values in hvg.items():
             adata.var[name] = values.to_numpy()
     mean, var = logged.mean_var()
@@ -154,7 +165,7 @@ def preprocess_backed(
         raw_counts=True, scaled=True, backed=True, n_features_in=int(n_features_in),
         n_constant_dropped=int(constant.sum()), target_sum=float(target_sum), log1p=True,
         n_top_genes=None if n_top_genes is None else int(n_top_genes),
-        highly_variable_flavor="seurat" if selected else None,
+        highly_variable_flavor=flavor,
         max_value=None if max_value is None else float(max_value), std_ddof=1, counts_layer=None,
         n_features_out=int(adata.n_vars), library_features=library_features,
     )
@@ -207,9 +218,9 @@ def _chunks(
 
 def _scan_counts(
     matrix: BackedCellMatrix, columns: np.ndarray, *, progress: bool
-) -> tuple[np.ndarray, _Range]:
-    """Pass 1: refuse non-counts; per-cell totals and per-feature minimum and maximum."""
-    totals, extent = np.zeros(len(matrix)), _Range(len(columns))
+) -> tuple[np.ndarray, _Range, _Moments]:
+    """Pass 1: refuse non-counts; per-cell totals, per-feature minimum, maximum and moments."""
+    totals, extent, moments = np.zeros(len(matrix)), _Range(len(columns)), _Moments(len(columns))
     with raising_together():
         for rows, block in _chunks(matrix, RowTransform(columns=columns), "pass 1 of 2: counts", progress):
             if np.any(block.data < 0) or np.any(block.data != np.rint(block.data)):
@@ -220,8 +231,10 @@ def _scan_counts(
                 )
             totals[rows] = np.asarray(block.sum(axis=1), dtype=np.float64).ravel()
             extent.add(block)
+            moments.add(block)
     extent.combine_ranks()
-    return reduce_over_ranks(totals), extent  # each cell's total comes from the one rank that read it
+    moments.combine_ranks()
+    return reduce_over_ranks(totals), extent, moments  # each cell's total comes from the one rank that read it
 
 
 # -- what the in-memory steps compute, from the moments --------------------------------------------
@@ -247,6 +260,46 @@ def _seurat_dispersions(mean: np.ndarray, var: np.ndarray) -> pd.DataFrame:
     per_gene = stats.loc[bins].set_index(frame.index)
     frame["dispersions_norm"] = (frame["dispersions"] - per_gene["avg"]) / per_gene["dev"]
     return frame
+
+
+def _seurat_table(mean: np.ndarray, var: np.ndarray, n_top: int) -> pd.DataFrame:
+    """flavor="seurat": the dispersions and the top ``n_top`` flag."""
+    hvg = _seurat_dispersions(mean, var)
+    hvg[KEYS.HIGHLY_VARIABLE] = _top_dispersions(hvg["dispersions_norm"].to_numpy(), n_top)
+    return hvg
+
+
+class _Clipped:
+    """flavor="seurat_v3" from a file: per kept feature, the sums of its counts and their squares
+    clipped where the loess fit of pass 1's moments says (`sivae.data.hvg`)."""
+
+    def __init__(self, mean: np.ndarray, var: np.ndarray, n_cells: int, reg_std: np.ndarray, clip: np.ndarray) -> None:
+        self.mean, self.var, self.n_cells, self.reg_std, self.clip = mean, var, n_cells, reg_std, clip
+        self.sums = _Moments(len(mean))
+
+    @classmethod
+    def fit(cls, mean: np.ndarray, var: np.ndarray, n_cells: int, keep: np.ndarray) -> _Clipped | None:
+        """The fit on the kept features; None (with a warning) where the loess cannot fit them."""
+        mean, var = mean[keep], var[keep]
+        if too_few_for_loess(len(mean)):
+            return None
+        try:
+            return cls(mean, var, n_cells, *seurat_v3_clip(mean, var, n_cells))
+        except ValueError as err:  # skmisc's loess: singular fits
+            fallback(str(err))
+            return None
+
+    def add(self, block: sp.csr_matrix) -> None:
+        clipped = block.copy()
+        clipped.data = np.minimum(clipped.data.astype(np.float64), self.clip[clipped.indices])
+        self.sums.add(clipped)
+
+    def combine_ranks(self) -> None:
+        self.sums.combine_ranks()
+
+    def table(self, n_top: int) -> pd.DataFrame:
+        return seurat_v3_table(self.mean, self.var, self.reg_std, self.n_cells, self.sums.total,
+                               self.sums.total_sq, n_top)
 
 
 def _top_dispersions(dispersion_norm: np.ndarray, n_top: int) -> np.ndarray:

@@ -26,3 +26,8 @@ __all__ += ["centrality_truth", "cumulative_truth", "neighborhood_pve", "overlap
 from .modules import enrichment, gene_modules
 
 __all__ += ["enrichment", "gene_modules"]
+
+# conditions (issue 28): centrality per group and the differential hubs
+from .differential import differential_hubs
+
+__all__ += ["differential_hubs"]

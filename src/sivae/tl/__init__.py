@@ -43,11 +43,15 @@ from .enrichment import enrich, over_representation, rank_enrichment
 from .gene_sets import match_gene_sets, read_gene_sets
 from .modules import gene_modules, module_scores, origin_threshold
 
+# conditions (issue 28): hubs that change between two groups of cells
+from .differential import differential_hubs
+
 __all__ = ["hubs", "hubs_in_top", "isolated_norm_ratio", "knn_accuracy", "loading_silhouette"]
 __all__ += ["aracne", "centrality_ci", "centrality_ground_truth", "clr", "compare_neighborhoods",
             "degree_centrality", "edge_list", "edge_recovery", "grn", "mrnet", "mutual_information", "neighbors"]
 __all__ += ["centrality_ground_truth_binned", "correlation_degree", "correlation_network", "detection_rate",
             "mean_expression", "noise_ceiling", "partial_spearman", "pca_centrality", "split_half_reliability"]
+__all__ += ["differential_hubs"]
 __all__ += ["agreement", "agreement_matrix", "attribute", "gene_relevance", "summarize_attributions"]
 __all__ += ["enrich", "gene_modules", "match_gene_sets", "module_scores", "origin_threshold", "over_representation",
             "rank_enrichment", "read_gene_sets"]
