@@ -51,6 +51,9 @@ from sivae._constants import KEYS
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("pbmc3k", "simulated", "kang")
 SHIPPED = "siVAE"
+# the committed runs (results/hubs_parts/) chose genes by scanpy's "seurat" flavour, the package
+# default before seurat_v3; parts of different genes cannot be merged, so it stays until all rerun
+HVG_FLAVOR = "seurat"
 # ablation rows: label -> (model class name, model kwargs, train kwargs) on top of the shipped ones
 ROWS: dict[str, tuple[str, dict, dict]] = {
     SHIPPED: ("SIVAE", {}, {}),
@@ -118,7 +121,8 @@ def load(name: str, quick: bool) -> tuple[Any, dict[str, Any]]:
         adata = adata[np.sort(np.random.default_rng(0).choice(adata.n_obs, n_cells, replace=False))].copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "dropped N constant features": expected on a sample
-        sivae.pp.preprocess(adata, n_top_genes=100 if quick else 2000, progress=False)
+        sivae.pp.preprocess(adata, n_top_genes=100 if quick else 2000, progress=False,
+                            flavor=HVG_FLAVOR)
     _threads()
     return adata, s
 
