@@ -320,8 +320,10 @@ def without_missing_scvi(models: list[str], python: Path) -> tuple[list[str], st
 class ScviEmbedder:
     """Trains scvi-tools' model in its own virtualenv on the fold's counts (files in a temp folder)."""
 
-    def __init__(self, kind: str, k_latent: int, seed: int, args: argparse.Namespace) -> None:
+    def __init__(self, kind: str, k_latent: int, seed: int, args: argparse.Namespace,
+                 batch_key: str | None = None) -> None:
         self.kind, self.k_latent, self.seed, self.args = kind, k_latent, seed, args
+        self.batch_key = batch_key  # an obs column scvi-tools' setup_anndata takes as its batch
         self.last_params: tuple[np.ndarray, np.ndarray] | None = None
 
     def __call__(self, train: Any, test: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +332,7 @@ class ScviEmbedder:
                 part.copy().write_h5ad(Path(tmp) / f"{name}.h5ad")
             cmd = [str(self.args.scvi_python), __file__, "--scvi-child", tmp, self.kind, str(self.k_latent),
                    str(self.args.epochs), str(self.seed), str(self.args.hidden[-1]), str(len(self.args.hidden)),
-                   "0" if getattr(self.args, "fixed_epochs", False) else "1"]
+                   "0" if getattr(self.args, "fixed_epochs", False) else "1", self.batch_key or ""]
             run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if run.returncode != 0:
                 raise RuntimeError(f"scvi-tools {self.kind} failed:\n{run.stderr[-2000:]}")
@@ -342,7 +344,7 @@ class ScviEmbedder:
 
 
 def scvi_child(folder: str, kind: str, k_latent: str, epochs: str, seed: str, width: str, layers: str,
-               early_stopping: str = "1") -> None:
+               early_stopping: str = "1", batch_key: str = "") -> None:
     # runs under the scvi-tools virtualenv: only anndata, numpy and scvi are imported here
     import anndata
     import scvi
@@ -354,7 +356,7 @@ def scvi_child(folder: str, kind: str, k_latent: str, epochs: str, seed: str, wi
     train = anndata.read_h5ad(Path(folder) / "train.h5ad")
     test = anndata.read_h5ad(Path(folder) / "test.h5ad")
     cls = {"SCVI": scvi.model.SCVI, "LinearSCVI": scvi.model.LinearSCVI}[kind]
-    cls.setup_anndata(train, layer="counts")
+    cls.setup_anndata(train, layer="counts", batch_key=batch_key or None)
     model = cls(train, n_latent=int(k_latent), n_hidden=int(width), n_layers=int(layers), gene_likelihood="nb")
     t0 = time.perf_counter()
     model.train(max_epochs=int(epochs), early_stopping=early_stopping == "1", enable_progress_bar=False)
@@ -369,6 +371,6 @@ def scvi_child(folder: str, kind: str, k_latent: str, epochs: str, seed: str, wi
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--scvi-child"]:
-        scvi_child(*sys.argv[2:10])
+        scvi_child(*sys.argv[2:11])
     else:
         raise SystemExit("benchmarks/_common.py is imported by the benchmark scripts, not run")
