@@ -338,14 +338,17 @@ def main(argv: list[str] | None = None) -> int:
         data["controlled"] = (noisy, clean, planted)
     if "kang" in args.datasets:
         data["kang"] = (kang(args), None, None)
-    runs = [row for seed in args.seeds for row in one_seed(args, data, models, seed)]
-    table = summarise(runs)
-    payload = {"benchmark": "integration", "paper": "none (issue 27: covariates are not in the paper)",
-               "command": command_line(argv), "quick": bool(args.quick), "seconds": time.perf_counter() - t0,
-               "table": table, "claims": claims(table, skipped), "runs": runs, "skipped": skipped,
-               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "scvi_python")},
-               "effects": {"library": LIBRARY, "dropout": DROPOUT, "gene_log_sd": GENE_SIGMA}}
-    path = write_result(payload, folder)
+    runs: list[dict[str, Any]] = []
+    for seed in args.seeds:  # the JSON is rewritten after each seed: a long run stopped early keeps its seeds
+        runs += one_seed(args, data, models, seed)
+        table = summarise(runs)
+        payload = {"benchmark": "integration", "paper": "none (issue 27: covariates are not in the paper)",
+                   "command": command_line(argv), "quick": bool(args.quick), "seconds": time.perf_counter() - t0,
+                   "table": table, "claims": claims(table, skipped), "runs": runs, "skipped": skipped,
+                   "seeds_done": sorted({r["seed"] for r in runs}),
+                   "settings": {k: v for k, v in vars(args).items() if k not in ("out", "scvi_python")},
+                   "effects": {"library": LIBRARY, "dropout": DROPOUT, "gene_log_sd": GENE_SIGMA}}
+        path = write_result(payload, folder)
     for row in table:
         print(row)
     for c in payload["claims"]:
