@@ -22,6 +22,7 @@ LinearSCVI with ``batch_key`` (own virtualenv, skipped when absent).
 
     .venv/bin/python benchmarks/integration.py --quick   # 300 cells each, 3 epochs, no scvi-tools
     .venv/bin/python benchmarks/integration.py           # see benchmarks/README.md for its time
+    .venv/bin/python benchmarks/integration.py --merge a/integration.json b/integration.json   # join runs
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import json
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +47,7 @@ BATCH = "batch"
 LIBRARY = (1.0, 0.6, 1.5)
 DROPOUT = (0.0, 0.1, 0.2)
 GENE_SIGMA = 0.5
+REFERENCES = ("siVAE clean", "siVAE clean, other seed", "PCA clean")  # runs on the controlled case's clean counts
 METRICS = ("label_acc", "label_asw", "ilisi", "batch_entropy", "kbet")
 COMPARED = ("centrality_spearman", "loading_agreement", "batch_effect_spearman")
 
@@ -220,8 +224,7 @@ def one_seed(args: argparse.Namespace, data: dict[str, Any], models: list[str], 
     for dataset, (adata, clean, planted) in data.items():
         references: dict[str, dict[str, Any]] = {}
         if clean is not None:  # the clean counts' runs: the references and the ceiling
-            for name, ref_seed, label in (("siVAE", seed, "siVAE clean"), ("siVAE", seed + 1000, "siVAE clean, other seed"),
-                                          ("PCA", seed, "PCA clean")):
+            for name, ref_seed, label in zip(("siVAE", "siVAE", "PCA"), (seed, seed + 1000, seed), REFERENCES):
                 result = run(name, clean, args, ref_seed)
                 references.setdefault(name, result)
                 rows.append({"dataset": dataset, "model": label, "seed": seed, **scores(result["embedding"], clean, args),
@@ -241,7 +244,9 @@ def one_seed(args: argparse.Namespace, data: dict[str, Any], models: list[str], 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per data set and model: mean and sd over seeds of every figure."""
     table = []
-    keys = list(dict.fromkeys((r["dataset"], r["model"]) for r in runs))
+    order = [*REFERENCES, *MODELS]
+    keys = sorted(dict.fromkeys((r["dataset"], r["model"]) for r in runs),
+                  key=lambda k: (DATASETS.index(k[0]), order.index(k[1])))
     for dataset, model in keys:
         mine = [r for r in runs if r["dataset"] == dataset and r["model"] == model]
         row: dict[str, Any] = {"dataset": dataset, "model": model, "seeds": len(mine)}
@@ -298,6 +303,29 @@ def claims(table: list[dict[str, Any]], skipped: str | None) -> list[dict[str, s
     return out
 
 
+def payload_of(runs: list[dict[str, Any]], skipped: str | None, command: str, quick: bool, seconds: float,
+               settings: dict[str, Any]) -> dict[str, Any]:
+    table = summarise(runs)
+    return {"benchmark": "integration", "paper": "none (issue 27: covariates are not in the paper)",
+            "command": command, "quick": quick, "seconds": seconds, "table": table,
+            "claims": claims(table, skipped), "runs": runs, "skipped": skipped,
+            "seeds_done": sorted({r["seed"] for r in runs}), "settings": settings,
+            "effects": {"library": LIBRARY, "dropout": DROPOUT, "gene_log_sd": GENE_SIGMA}}
+
+
+def merge(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """One JSON from several runs' (each seed, data set and model once: a later file wins)."""
+    parts = [json.loads(path.read_text()) for path in args.merge]
+    rows = {(r["dataset"], r["model"], r["seed"]): r for part in parts for r in part["runs"]}
+    skipped = "; ".join(dict.fromkeys(p["skipped"] for p in parts if p.get("skipped"))) or None
+    commands = " && ".join(p["command"] for p in parts) + " && " + command_line(argv)
+    payload = payload_of(list(rows.values()), skipped, commands, any(p["quick"] for p in parts),
+                         sum(p["seconds"] for p in parts), {"parts": [p["settings"] for p in parts]})
+    path = write_result(payload, out_dir(args))
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -312,8 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pcs", type=int, default=None, help="PCA components (PCA and Harmony)")
     parser.add_argument("--cells", type=int, default=None, help="pbmc3k cells of the controlled case")
     parser.add_argument("--kang-cells", type=int, default=None)
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="join these runs' JSON files (other seeds or models) into one, training nothing")
     add_scvi_argument(parser)
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args, argv)
     if args.quick and args.models is None:
         print("note: --quick leaves scvi-tools out (its start alone takes longer than the quick run)")
     fill_defaults(args, quick={"models": ["PCA", "Harmony", *OURS], "seeds": [0], "latent": 4, "epochs": 3,
@@ -341,15 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     for seed in args.seeds:  # the JSON is rewritten after each seed: a long run stopped early keeps its seeds
         runs += one_seed(args, data, models, seed)
-        table = summarise(runs)
-        payload = {"benchmark": "integration", "paper": "none (issue 27: covariates are not in the paper)",
-                   "command": command_line(argv), "quick": bool(args.quick), "seconds": time.perf_counter() - t0,
-                   "table": table, "claims": claims(table, skipped), "runs": runs, "skipped": skipped,
-                   "seeds_done": sorted({r["seed"] for r in runs}),
-                   "settings": {k: v for k, v in vars(args).items() if k not in ("out", "scvi_python")},
-                   "effects": {"library": LIBRARY, "dropout": DROPOUT, "gene_log_sd": GENE_SIGMA}}
+        payload = payload_of(runs, skipped, command_line(argv), bool(args.quick), time.perf_counter() - t0,
+                             {k: v for k, v in vars(args).items() if k not in ("out", "scvi_python", "merge")})
         path = write_result(payload, folder)
-    for row in table:
+    for row in payload["table"]:
         print(row)
     for c in payload["claims"]:
         print(f"[{c['reproduced']}] {c['claim']}: {c['ours']}")
