@@ -47,6 +47,7 @@ BATCH = "batch"
 LIBRARY = (1.0, 0.6, 1.5)
 DROPOUT = (0.0, 0.1, 0.2)
 GENE_SIGMA = 0.5
+HVG_FLAVOR = "seurat"
 REFERENCES = ("siVAE clean", "siVAE clean, other seed", "PCA clean")  # runs on the controlled case's clean counts
 METRICS = ("label_acc", "label_asw", "ilisi", "batch_entropy", "kbet")
 COMPARED = ("centrality_spearman", "loading_agreement", "batch_effect_spearman")
@@ -79,6 +80,8 @@ def preprocessed(adata: Any, n_top_genes: int | None, batch_key: str | None) -> 
     import sivae
 
     kwargs = {"batch_key": batch_key} if batch_key and covariates_supported() else {}
+    if "flavor" in inspect.signature(sivae.pp.preprocess).parameters:
+        kwargs["flavor"] = HVG_FLAVOR  # the committed run's genes (the package default became seurat_v3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "dropped N constant features": expected on a sample
         sivae.pp.preprocess(adata, n_top_genes=n_top_genes, progress=False, **kwargs)
