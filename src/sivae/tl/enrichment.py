@@ -177,8 +177,9 @@ def enrich(
     adata
         AnnData after ``model.train()`` (and `gene_modules` for the modules).
     gene_sets
-        A GMT path, a dict of gene lists or a built-in name (``"go_bp"``, the default); matched
-        to ``adata.var_names`` case-insensitively (see `sivae.tl.gene_sets` on mouse symbols).
+        A GMT path, a dict of gene lists or a built-in name (``"go_bp"``, the default, human;
+        ``"go_bp_mouse"``; ``"go_bp_enrichr"``: see `sivae.tl.read_gene_sets`); matched to
+        ``adata.var_names`` case-insensitively (see `sivae.tl.gene_sets` on mouse symbols).
     what
         Which of ``"dimensions"``, ``"modules"``, ``"hubs"``; None (default): each whose input
         is present in ``adata``. One named but absent is refused.

