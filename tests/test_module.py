@@ -12,7 +12,8 @@ from torch.distributions import NegativeBinomial, Normal, kl_divergence
 import sivae.nn.module
 from sivae.data.loaders import CellMatrix
 from sivae.nn.module import Batch, CellVAE, ModuleConfig, SIVAEModule
-from sivae.nn.likelihoods import gaussian_nll, negative_binomial_nll, negative_binomial_nll_per_cell
+from sivae.nn.likelihoods import (gaussian_nll, negative_binomial_expected_log1p, negative_binomial_nll,
+                                  negative_binomial_nll_per_cell)
 from sivae.nn.mlp import kl_standard_normal
 
 N_CELLS, N_FEATURES, C_RED, K = 10, 12, 5, 2
@@ -78,6 +79,22 @@ def _sparse_counts(n_cells: int, n_features: int, seed: int) -> torch.Tensor:
     counts *= torch.rand(n_cells, n_features, generator=g) < 0.1
     counts[0], counts[1, 0] = 0.0, 1e4
     return counts
+
+
+def test_expected_log1p_under_the_negative_binomial_is_the_exact_sum() -> None:
+    # sparse, middling and high means, over- and under-dispersed; exact: the pmf summed far out
+    mu = torch.tensor([[0.05, 0.5, 3.0, 40.0, 400.0]], dtype=torch.float64)
+    theta = torch.tensor([0.3, 1.0, 5.0, 2.0, 20.0], dtype=torch.float64)
+    scale = torch.tensor([[2.5]], dtype=torch.float64)
+    k = torch.arange(0, 5000, dtype=torch.float64)[:, None]
+    dist = NegativeBinomial(total_count=theta, probs=mu[0] / (mu[0] + theta))  # mean mu, as torch spells it
+    exact = (dist.log_prob(k).exp() * torch.log1p(scale[0] * k)).sum(0)
+    got = negative_binomial_expected_log1p(mu, theta, scale)[0]
+    assert torch.allclose(got, exact, rtol=0.02, atol=1e-4)
+    assert torch.allclose(negative_binomial_expected_log1p(mu, theta, scale, n_terms=5000)[0], exact, rtol=1e-6)
+    # the log of the mean overshoots, most for the sparse gene (Jensen)
+    plain = torch.log1p(scale[0] * mu[0])
+    assert (plain > got).all() and plain[0] / got[0] > 1.5
 
 
 def test_negative_binomial_nll_per_cell_equals_the_elementwise_sum() -> None:

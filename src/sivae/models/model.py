@@ -244,7 +244,8 @@ class BaseModel(ScoringMixin, CovariatesMixin):
         """Per-feature 1 - MSE / variance of the reconstruction at the posterior means, (F,).
 
         On ``adata`` (all its cells) when given, else on the training cells. For "nb" the
-        comparison is in log1p(TP10K) space. A feature (almost) constant on those cells (variance
+        comparison is in log1p(TP10K) space, against the value the model expects there (not
+        the log of its expected count; see `reconstructions`). A feature (almost) constant on those cells (variance
         at most 1e-6 of the larger of its mean square and the median feature's variance) has no
         variance to explain: its accuracy is NaN rather than a division by rounding error.
         """

@@ -259,6 +259,10 @@ class CellVAE(nn.Module):
         return self.weight[idx]
 
     @torch.no_grad()
+    def inverse_dispersion(self) -> torch.Tensor:
+        """The NB likelihood's theta per feature, (F,) ("nb" models only)."""
+        return self.log_theta.exp()
+
     def predict(
         self, x: torch.Tensor, v_L: torch.Tensor, idx: torch.Tensor, cat_covs: torch.Tensor | None = None,
         cont_covs: torch.Tensor | None = None,
@@ -466,6 +470,9 @@ class SIVAEModule(nn.Module):
     def predict(self, x: torch.Tensor, v_L: torch.Tensor, idx: torch.Tensor, cat_covs: Tensor | None = None,
                 cont_covs: Tensor | None = None) -> torch.Tensor:
         return self.cell.predict(x, v_L, idx, cat_covs, cont_covs)
+
+    def inverse_dispersion(self) -> torch.Tensor:
+        return self.cell.inverse_dispersion()
 
     @torch.no_grad()
     def generate(self, n_cells: int, v_L: torch.Tensor, library: Tensor | None = None,
