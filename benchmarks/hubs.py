@@ -52,7 +52,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("pbmc3k", "simulated", "kang")
 SHIPPED = "siVAE"
 # the committed runs (results/hubs_parts/) chose genes by scanpy's "seurat" flavour, the package
-# default before seurat_v3; parts of different genes cannot be merged, so it stays until all rerun
+# default before seurat_v3; parts of different genes cannot be merged, so it stays until all rerun.
+# --hvg-flavor seurat_v3 runs a data set on the package default's genes, under its own name
+# ("pbmc3k seurat_v3"), so the two selections sit side by side in one table
 HVG_FLAVOR = "seurat"
 # ablation rows: label -> (model class name, model kwargs, train kwargs) on top of the shipped ones
 ROWS: dict[str, tuple[str, dict, dict]] = {
@@ -87,6 +89,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"model rows whose neighbourhood PVE is measured (comma-separated; default {SHIPPED})")
     p.add_argument("--no-seed-reliability", action="store_true",
                    help="skip the ground truth's second seed (one full truth run less)")
+    p.add_argument("--hvg-flavor", default=HVG_FLAVOR, choices=("seurat", "seurat_v3"),
+                   help=f"highly variable genes of the real sets (default {HVG_FLAVOR}, as the committed runs; "
+                   "another flavour names the data set '<name> <flavour>')")
     p.add_argument("--tag", default=None, help="write hubs_parts/hubs_<tag>.json, a partial run for --merge")
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON", help="join partial runs into hubs.json")
     args = p.parse_args(argv)
@@ -104,7 +109,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load(name: str, quick: bool) -> tuple[Any, dict[str, Any]]:
+def load(name: str, quick: bool, flavor: str = HVG_FLAVOR) -> tuple[Any, dict[str, Any]]:
     """(preprocessed AnnData, settings) of one data set."""
     s = {"n_latent": 4 if quick else 10, "epochs": 3 if quick else 100, "hidden": (32, 16) if quick else None,
          "truth_epochs": 2 if quick else 10, "components": 16 if quick else 64, "n_query": 20 if quick else 100,
@@ -123,7 +128,7 @@ def load(name: str, quick: bool) -> tuple[Any, dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "dropped N constant features": expected on a sample
         sivae.pp.preprocess(adata, n_top_genes=100 if quick else 2000, progress=False,
-                            flavor=HVG_FLAVOR)
+                            flavor=flavor)
     _threads()
     return adata, s
 
@@ -447,8 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         write(combine(parts), args, argv, sum(p["seconds"] for p in parts))
         return 0
     results: dict[str, dict] = {}
-    for name in args.datasets:
-        adata, s = load(name, args.quick)
+    for data_name in args.datasets:
+        adata, s = load(data_name, args.quick, args.hvg_flavor)
+        name = data_name if args.hvg_flavor == HVG_FLAVOR else f"{data_name} {args.hvg_flavor}"
         print(f"== {name}: {adata.n_obs} cells x {adata.n_vars} genes", flush=True)
         res: dict[str, Any] = {"genes": adata.var_names.tolist(), "settings": {k: str(v) for k, v in s.items()}}
         tag = f"hubs_{args.tag}" if args.tag else "hubs"
