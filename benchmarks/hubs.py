@@ -359,9 +359,12 @@ def claims(rows: list[dict], results: dict[str, dict]) -> list[dict]:
         s, ceiling = t[SHIPPED], rel["ceiling"]
         name = f"{name}, {kind} ground truth"
         base = {m: t[m] for m in BASELINES + GRN if m in t}
-        best = max(base, key=lambda m: t[m]["spearman_mean"])
-        best_partial = max(base, key=lambda m: t[m]["partial_mean"] or -1)
-        best_top = max(base, key=lambda m: t[m]["top20_mean"])
+        def score(m: str, key: str) -> float:  # None: undefined (a constant score, e.g. detection on dense data)
+            return -np.inf if t[m][key] is None else t[m][key]
+
+        best = max(base, key=lambda m: score(m, "spearman_mean"))
+        best_partial = max(base, key=lambda m: score(m, "partial_mean"))
+        best_top = max(base, key=lambda m: score(m, "top20_mean"))
         pves = {m: t[m]["pve_mean"] for m in ("correlation degree", *GRN) if t.get(m, {}).get("pve_mean") is not None}
         best_pve = max(pves, key=pves.get) if pves else None
         n = f"{s['n_seeds']} seeds"
