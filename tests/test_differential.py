@@ -94,6 +94,50 @@ def test_the_result_round_trips_through_h5ad_and_draws(trained, tmp_path):
         sivae.pl.differential_hubs(d[["difference"]])
 
 
+def test_within_strata_a_change_of_composition_is_not_a_change_of_coexpression(trained):
+    # "type" A has community 0 coupled, type B not; groups g1 (80% A) and g2 (20% A) differ only in
+    # composition: pooled, community 0 looks lost in g2; within each type nothing changes
+    cells = trained.adata.copy()
+    cells.obs["type"] = cells.obs["condition"].astype(str)
+    rng = np.random.default_rng(3)
+    in_g2 = np.zeros(cells.n_obs, dtype=bool)
+    for t, share in (("A", 0.2), ("B", 0.8)):
+        rows = np.flatnonzero(cells.obs["type"] == t)
+        in_g2[rng.choice(rows, int(share * len(rows)), replace=False)] = True
+    cells.obs["group"] = np.where(in_g2, "g2", "g1")
+    kw = {"groupby": "group", "reference": "g1", "target": "g2", "n_boot": 20, "n_perm": 200}
+    pooled = sivae.tl.differential_hubs(trained, cells, **kw)
+    community0 = [g for g in pooled.index if g.startswith("c0_")]
+    assert (pooled.loc[community0, "fdr"] < 0.05).mean() > 0.5
+    strata = sivae.tl.differential_hubs(trained, cells, within="type", **kw)
+    assert (strata["fdr"] < 0.05).sum() <= 2
+    assert strata.loc[community0, "difference"].abs().max() < pooled.loc[community0, "difference"].abs().min()
+    params = cells.uns[KEYS.DIFFERENTIAL_HUBS]["params"]
+    assert params["within"] == "type" and sorted(params["strata"]) == ["A", "B"]
+
+
+def test_one_stratum_is_the_pooled_test(trained):
+    cells = trained.adata.copy()
+    cells.obs["one"] = "all"
+    kw = {"groupby": "condition", "reference": "A", "target": "B", "n_boot": 20, "n_perm": 100}
+    pd.testing.assert_frame_equal(sivae.tl.differential_hubs(trained, cells, within="one", **kw),
+                                  sivae.tl.differential_hubs(trained, cells, **kw), rtol=1e-9)
+
+
+def test_strata_too_small_are_left_out_or_refused(trained):
+    cells = trained.adata.copy()
+    cells.obs["type"] = np.where(np.arange(cells.n_obs) % 100 == 0, "rare", "common")  # 12 + 12 rare cells
+    kw = {"groupby": "condition", "reference": "A", "target": "B", "n_boot": 10, "n_perm": 50}
+    with pytest.warns(UserWarning, match="left out: rare"):
+        d = sivae.tl.differential_hubs(trained, cells, within="type", **kw)
+    assert cells.uns[KEYS.DIFFERENTIAL_HUBS]["params"]["strata"] == ["common"]
+    assert d["difference"].notna().all()
+    with pytest.raises(InputError, match="no stratum of obs\\['type'\\] has min_cells=5000"):
+        sivae.tl.differential_hubs(trained, cells, within="type", min_cells=5000, **kw)
+    with pytest.raises(InputError, match="adata.obs has no 'donor' column for within="):
+        sivae.tl.differential_hubs(trained, cells, within="donor", **kw)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"groupby": "donor"}, "adata.obs has no 'donor' column"),
     ({"target": "C"}, "group 'C' is not in adata.obs\\['condition'\\]; its groups are A, B"),
@@ -149,3 +193,5 @@ def test_cli_writes_the_table_and_refuses_an_unknown_group(trained, tmp_path, ca
     assert "at FDR < 0.05" in said and "c0_hub" in said
     table = pd.read_csv(out, index_col=0)
     assert list(table.columns) == list(COLUMNS) and len(table) == trained.adata.n_vars
+    assert main([*common, "--target", "B", "--within", "cell_kind", "--force"]) == 2
+    assert "adata.obs has no 'cell_kind' column for within=" in capsys.readouterr().err

@@ -28,6 +28,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--n-boot", type=_positive_int, default=200, help="bootstrap replicates (default 200)")
     p.add_argument("--n-perm", type=_positive_int, default=1000, help="label permutations (default 1000)")
     p.add_argument("--min-cells", type=_positive_int, default=50, help="fewest cells per group (default 50)")
+    p.add_argument("--within", default=None, metavar="COLUMN",
+                   help="obs column of strata (e.g. cell_type): differences taken within each, then averaged")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the replicates (default 0)")
     p.add_argument("--device", type=_device, default="auto", help="auto (a GPU when present), cpu or cuda")
     p.add_argument("--force", action="store_true", help="overwrite DIFF.csv")
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     out = _check_output(args.output, force=args.force, what="output", suffix=".csv", inputs=(source, args.model_dir))
     model = load_model(_check_input(args.model_dir), read(source), device=args.device)
     table = differential_hubs(model, groupby=args.groupby, reference=args.reference, target=args.target,
-                              n_boot=args.n_boot, n_perm=args.n_perm, min_cells=args.min_cells, seed=args.seed)
+                              n_boot=args.n_boot, n_perm=args.n_perm, min_cells=args.min_cells, within=args.within,
+                              seed=args.seed)
     with atomic_file(out, overwrite=args.force) as tmp:
         table.to_csv(tmp)
     hits = table[table["fdr"] < 0.05]

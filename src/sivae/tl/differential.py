@@ -39,6 +39,7 @@ def differential_hubs(
     n_perm: int = 1000,
     level: float = 0.95,
     min_cells: int = 50,
+    within: str | None = None,
     seed: int = 0,
     key_added: str | None = None,
 ) -> pd.DataFrame:
@@ -77,8 +78,8 @@ def differential_hubs(
     model's; 10 ISGs among the top gains, median |difference| 0.011 on the split, 136 genes beyond
     its 99th percentile). Neither design includes the
     variation of training the model again. A difference in the groups' cell-type composition
-    also changes within-group variances: compare within a cell type (subset ``adata``) when the
-    groups' compositions differ.
+    also changes within-group variances: pass ``within="cell_type"`` when the groups'
+    compositions differ.
 
     Parameters
     ----------
@@ -100,7 +101,16 @@ def differential_hubs(
     level
         Coverage of the interval.
     min_cells
-        Fewest cells each group must have.
+        Fewest cells each group must have (with ``within``: in a stratum, for it to count).
+    within
+        Column of ``adata.obs`` with strata, e.g. cell types: the difference is then taken
+        within each stratum (both groups' cells of one type) and averaged over the strata, each
+        weighted by n_reference * n_target / (n_reference + n_target) of its cells; permutations
+        shuffle the group labels within each stratum and the bootstrap resamples within each.
+        A change in the groups' composition (more monocytes among stimulated cells) then does
+        not read as a change of co-expression. Strata with fewer than ``min_cells`` cells of
+        either group are left out (named in a warning); the centrality columns are the same
+        weighted averages. None (default): all cells as one stratum.
     seed
         Seed of the permutations and bootstrap weights.
     key_added
@@ -134,18 +144,27 @@ def differential_hubs(
     elif not isinstance(adata, AnnData):
         raise InputError(f"adata must be an AnnData or None; got {type(adata).__name__}")
     cells = model.adata if adata is None else adata
-    rows, is_target = _groups(cells, groupby, reference, target, min_cells)
+    rows, is_target = _groups(cells, groupby, reference, target, 2 if within is not None else min_cells)
     if adata is not None:
         check_model_input(model, adata, "differential_hubs")
+    strata = _strata(cells, within, rows, is_target, min_cells)
     n_genes = len(model.feature_names)
     _params.check_memory(8.0 * (n_perm + 2 * n_boot) * (_N_SUMS * n_genes + 1024) + n_perm * len(rows),
                          f"{n_perm:,} permutations and {n_boot:,} bootstrap replicates",
                          "use fewer replicates (the defaults are 200)")
-    sums = _replicate_sums(model, adata, rows, is_target, n_boot, n_perm, np.random.default_rng(seed))
-    table = _table(sums, level, pd.Index(model.feature_names))
+    rng = np.random.default_rng(seed)
+    pooled = _Pooled()
+    for name, keep in strata.items():
+        sums = _replicate_sums(model, adata, rows[keep], is_target[keep], n_boot, n_perm, rng)
+        pooled.add(_differences(sums), weight=float(np.prod(sums["n"]) / sums["n"].sum()))
+    table = _table(*pooled.result(), level, pd.Index(model.feature_names))
+    used = np.concatenate([rows[keep] for keep in strata.values()])
+    in_target = np.concatenate([is_target[keep] for keep in strata.values()])
     params = {"groupby": str(groupby), "reference": str(reference), "target": str(target),
-              "n_reference": int((~is_target).sum()), "n_target": int(is_target.sum()), "n_boot": n_boot,
-              "n_perm": n_perm, "level": level, "seed": seed, "seconds": time.perf_counter() - t0}
+              "n_reference": int((~in_target).sum()), "n_target": int(in_target.sum()), "n_boot": n_boot,
+              "n_perm": n_perm, "level": level, "seed": seed, "within": None if within is None else str(within),
+              "strata": [str(k) for k in strata] if within is not None else [], "n_cells_scored": len(used),
+              "seconds": time.perf_counter() - t0}
     cells.uns[KEYS.DIFFERENTIAL_HUBS if key_added is None else key_added] = {"table": table.copy(), "params": params}
     table.attrs.update(params)
     return table
@@ -173,6 +192,34 @@ def _groups(adata: AnnData, groupby: Any, reference: Any, target: Any, min_cells
     keep = (text == str(reference)) | (text == str(target))
     rows = np.flatnonzero(keep)
     return rows, text[rows] == str(target)
+
+
+def _strata(adata: AnnData, within: Any, rows: np.ndarray, is_target: np.ndarray,
+            min_cells: int) -> dict[Any, np.ndarray]:
+    # stratum -> mask over rows; one stratum of all rows when within is None
+    if within is None:
+        return {"all": np.ones(len(rows), dtype=bool)}
+    if not isinstance(within, str) or within not in adata.obs.columns:
+        raise InputError(f"adata.obs has no {within!r} column for within=; pass one of its columns "
+                         f"({', '.join(map(str, adata.obs.columns[:10]))}) or within=None")
+    labels = adata.obs[within].astype(str).to_numpy()[rows]
+    labels[adata.obs[within].isna().to_numpy()[rows]] = ""
+    kept, dropped = {}, []
+    for name in pd.unique(labels[labels != ""]):
+        keep = labels == name
+        n_tgt = int((keep & is_target).sum())
+        if min(int(keep.sum()) - n_tgt, n_tgt) >= min_cells:
+            kept[name] = keep
+        else:
+            dropped.append(str(name))
+    if not kept:
+        raise InputError(f"no stratum of obs[{within!r}] has min_cells={min_cells} cells of both groups; lower "
+                         "min_cells or pass a coarser within= column")
+    if dropped:
+        warnings.warn(f"differential_hubs: strata of obs[{within!r}] with fewer than {min_cells} cells of either "
+                      f"group are left out: {', '.join(dropped[:10])}{' ...' if len(dropped) > 10 else ''}",
+                      UserWarning, stacklevel=3)
+    return kept
 
 
 def _replicate_sums(model: Any, adata: AnnData | None, rows: np.ndarray, is_target: np.ndarray, n_boot: int,
@@ -218,14 +265,42 @@ def _accuracy(sums: np.ndarray, n: Any) -> np.ndarray:
     return accuracy_from_sums(centred, sums[..., 1, :], sums[..., 2, :], n=n)
 
 
-def _table(sums: dict[str, np.ndarray], level: float, genes: pd.Index) -> pd.DataFrame:
+def _differences(sums: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    # per gene: centrality in the reference and target groups, their difference, and the
+    # difference under each permutation (n_perm, F) and bootstrap replicate (n_boot, F)
     n_ref, n_tgt = sums["n"]
     reference = _accuracy(sums["observed"][0], n_ref)
     target = _accuracy(sums["observed"][1], n_tgt)
-    difference = target - reference
-    perm_diff = _accuracy(sums["perm"], n_tgt) - _accuracy(sums["total"][None] - sums["perm"], n_ref)  # (n_perm, F)
+    perm_diff = _accuracy(sums["perm"], n_tgt) - _accuracy(sums["total"][None] - sums["perm"], n_ref)
     boot_n = np.maximum(sums["boot_n"], 1.0)[..., None]  # a replicate that drew no cell: no NaN
-    boot_diff = _accuracy(sums["boot"][1], boot_n[1]) - _accuracy(sums["boot"][0], boot_n[0])  # (n_boot, F)
+    boot_diff = _accuracy(sums["boot"][1], boot_n[1]) - _accuracy(sums["boot"][0], boot_n[0])
+    return reference, target, target - reference, perm_diff, boot_diff
+
+
+class _Pooled:
+    """Weighted averages, per gene, of each stratum's statistics; a stratum where a gene has no
+    value (NaN: constant there) does not count for that gene."""
+
+    def __init__(self) -> None:
+        self.sums: list[np.ndarray] | None = None
+        self.weights: list[np.ndarray] | None = None
+
+    def add(self, arrays: tuple[np.ndarray, ...], weight: float) -> None:
+        values = [np.nan_to_num(a, nan=0.0) * weight for a in arrays]
+        present = [np.isfinite(a) * weight for a in arrays]
+        if self.sums is None:
+            self.sums, self.weights = values, present
+        else:
+            self.sums = [s + v for s, v in zip(self.sums, values)]
+            self.weights = [w + p for w, p in zip(self.weights, present)]
+
+    def result(self) -> tuple[np.ndarray, ...]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return tuple(np.where(w > 0, s / np.where(w > 0, w, 1.0), np.nan) for s, w in zip(self.sums, self.weights))
+
+
+def _table(reference: np.ndarray, target: np.ndarray, difference: np.ndarray, perm_diff: np.ndarray,
+           boot_diff: np.ndarray, level: float, genes: pd.Index) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: genes constant in a group
         tested = np.isfinite(difference) & (np.isfinite(perm_diff).mean(0) >= 0.5)
