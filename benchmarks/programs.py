@@ -12,7 +12,8 @@ type), and pbmc3k for the flavour comparison. Parts (--parts):
   siVAE's embedding.
 - ``programs``: siVAE (K=10) on Kang after the default preprocessing; ``tl.differential_hubs``
   stim vs ctrl; ``tl.gene_modules``; ``tl.enrich`` (GO BP, offline) of the latent dimensions and
-  modules; over-representation of the top differential hubs (gain in stim, FDR < 0.05) and of
+  modules; over-representation of the top differential hubs (gain in stim, FDR < 0.05; pooled
+  and within cell types) and of
   the user's obvious alternative, scanpy's ``rank_genes_groups`` (Wilcoxon, stim vs ctrl, top
   up-regulated genes), against GO BP and the ISG list; seconds of each step; genes one finds and
   the other does not.
@@ -29,7 +30,9 @@ type), and pbmc3k for the flavour comparison. Parts (--parts):
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,6 +186,11 @@ def programs(kang: Any, args: argparse.Namespace, library: dict[str, list[str]],
     diff = sivae.tl.differential_hubs(model, groupby=KEYS.CONDITION, reference="ctrl", target="stim",
                                       n_boot=args.n_boot, n_perm=args.n_perm)
     seconds["differential_hubs"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    within = sivae.tl.differential_hubs(model, groupby=KEYS.CONDITION, reference="ctrl", target="stim",
+                                        n_boot=args.n_boot, n_perm=args.n_perm, within=KEYS.CELL_TYPE,
+                                        key_added="sivae_differential_hubs_within")
+    seconds["differential_hubs within cell types"] = time.perf_counter() - t0
     save_figure(sivae.pl.differential_hubs(diff), folder / "programs_differential_hubs.png")
     t0 = time.perf_counter()
     sivae.tl.gene_modules(adata)
@@ -196,6 +204,8 @@ def programs(kang: Any, args: argparse.Namespace, library: dict[str, list[str]],
     rows.insert(0, ora_row("differential hubs (gain in stim)", hubs, library, universe, terms))
     seconds["enrich one list"] = time.perf_counter() - t0
     rows.insert(1, ora_row("rank_genes_groups (up in stim)", up, library, universe, terms))
+    rows.insert(2, ora_row("differential hubs within cell types (gain in stim)",
+                           top_up(within, "difference", "fdr", args.top), library, universe, terms))
     return {"adata": adata, "model": model, "diff": diff, "de": de, "rows": rows, "seconds": seconds,
             "hubs": hubs, "up": up, "examples": examples(diff, de, hubs, up)}
 
@@ -393,6 +403,26 @@ def beyond_de(hubs: dict[str, Any], de: dict[str, Any], ex: list[dict[str, Any]]
                  verdict(bool(unseen or losses), partly=bool(gains)))
 
 
+_PROGRAM_KEYS = ("examples", "seconds_per_step", "top_differential_hubs", "top_de_genes")
+
+
+def merge(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """One programs.json from runs of separate parts: each part from the last file that ran it."""
+    out: dict[str, Any] = {}
+    parts = [json.loads(path.read_text()) for path in args.merge]
+    for part in parts:
+        out.update({k: part[k] for k in ("hvg", "designs", "modules", *_PROGRAM_KEYS) if k in part})
+        if "examples" in part:  # the programs part ran: its table is the first one written
+            out["table_programs"] = part["table"]
+    table = next(out[k] for k in ("table_programs", "hvg", "designs", "modules") if out.get(k))
+    payload = {"benchmark": "programs", "paper": "none (issue 28)",
+               "command": " && ".join(p["command"] for p in parts) + " && " + command_line(argv),
+               "quick": parts[0]["quick"], "seconds": sum(p["seconds"] for p in parts), "cells": parts[-1]["cells"],
+               "table": table, "claims": claims(out), **{k: v for k, v in out.items() if k != "table_programs"}}
+    print(f"wrote {write_result(payload, out_dir(args))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -409,7 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", nargs="+", type=int, default=None, help="encoder widths (default: the package's)")
     parser.add_argument("--sim-epochs", type=int, default=None, help="epochs on the simulated network (quick 40)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="join runs of separate --parts into one programs.json (a later file wins a part)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args, argv)
     fill_defaults(args, quick={"cells": 800, "n_top_genes": 2000, "epochs": 5, "n_boot": 50, "n_perm": 1000,
                                "sim_cells": 1000, "sim_epochs": 30, "hidden": [64, 32]},
                   full={"cells": None, "n_top_genes": 2000, "epochs": 200, "n_boot": 200, "n_perm": 1000,
