@@ -55,6 +55,33 @@ def test_planted_communities_are_modules_and_isolated_genes_stay_unassigned(tmp_
     assert list(back.cat.categories) == list(modules.cat.categories)  # M1, M2, ... in order, not as text sorts
 
 
+def test_with_a_centrality_the_unexplained_genes_are_those_it_calls_unexplained():
+    # isolated genes as far from the origin as community genes (the interpretability term did not
+    # pull them in) but explained by nothing: centrality about 0 against about 0.4
+    adata = _planted_loadings(seed=1)
+    isolated = (adata.var["truth"] == "isolated").to_numpy()
+    rng = np.random.default_rng(1)
+    lifted = adata.varm[KEYS.LOADINGS].copy()
+    lifted[isolated] *= 1.0 / np.linalg.norm(lifted[isolated], axis=1, keepdims=True)
+    adata.varm[KEYS.LOADINGS] = lifted
+    adata.var[KEYS.CENTRALITY] = np.where(isolated, rng.normal(0, 0.002, len(isolated)),
+                                          rng.uniform(0.3, 0.9, len(isolated)))
+    modules = gene_modules(adata)
+    ari, iso_unassigned = _score(adata, modules, adata.var["truth"].to_numpy(), isolated)
+    assert ari >= 0.95 and iso_unassigned == 1.0 and modules[~isolated].notna().all()
+    info = adata.uns[KEYS.MODULE]
+    assert 0.0 < info["centrality_threshold"] < 0.3 and info["norm_threshold"] == 0.0
+    # the norms alone cannot tell: every gene is clustered, the isolated ones as a module of their own
+    by_norm = gene_modules(adata, min_norm=0.0, key_added="by_norm")
+    assert by_norm[isolated].notna().all()
+    # a threshold given by hand is used as it is
+    strict = gene_modules(adata, min_centrality=0.6, key_added="strict")
+    assert strict[(adata.var[KEYS.CENTRALITY] <= 0.6).to_numpy()].isna().all()
+    del adata.var[KEYS.CENTRALITY]
+    with pytest.raises(InputError, match="min_centrality needs adata.var\\['sivae_centrality'\\]"):
+        gene_modules(adata, min_centrality=0.1)
+
+
 def test_min_norm_zero_clusters_every_gene_and_one_group_of_norms_has_no_origin():
     adata = _planted_loadings()
     everyone = gene_modules(adata, min_norm=0.0, key_added="all_genes")

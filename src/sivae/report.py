@@ -274,9 +274,7 @@ def _modules_and_gene_sets(adata: AnnData) -> str:
         modules = adata.var[KEYS.MODULE].astype("category")
         sizes = modules.value_counts(sort=False).rename("genes").to_frame()
         sizes.index.name = "module"
-        threshold = info.get("norm_threshold")
-        rule = (f"{int(modules.isna().sum()):,} genes unassigned (loading norm at most {float(threshold):.3g}, or in a "
-                "module too small)" if threshold is not None else f"{int(modules.isna().sum()):,} genes unassigned")
+        rule = f"{int(modules.isna().sum()):,} genes unassigned ({tl.modules.unassigned_rule(info)}, or in a module too small)"
         parts.append(_figure(pl.gene_modules(adata), "fig-modules", "Gene modules (var['sivae_module']) on the first "
                              f"two principal components of the loadings; {rule}.") + _table(sizes))
     result = adata.uns.get(KEYS.ENRICHMENT, {})

@@ -59,6 +59,8 @@ def _module_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-neighbors", type=_positive_int, default=15, help="neighbours per gene (default 15)")
     p.add_argument("--min-norm", type=_non_negative_float,
                    help="loading norm at or below which a gene is unassigned (default: chosen from the data)")
+    p.add_argument("--min-centrality", type=float,
+                   help="centrality at or below which a gene is unassigned (default: chosen from the data)")
     p.add_argument("--min-module-size", type=_positive_int, default=5, help="smallest module kept (default 5)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the neighbour search and Leiden (default 0)")
 
@@ -72,11 +74,12 @@ def _read(path: str) -> Any:
 def run_modules(args: argparse.Namespace) -> int:
     """Cluster, write gene,module,loading_norm atomically, print a summary."""
     from sivae.tl import gene_modules
+    from sivae.tl.modules import unassigned_rule
 
     out = _check_output(args.output, force=args.force, what="output", suffix=".csv", inputs=(_check_input(args.input),))
     adata = _read(args.input)
     modules = gene_modules(adata, resolution=args.resolution, n_neighbors=args.n_neighbors, min_norm=args.min_norm,
-                           min_size=args.min_module_size, seed=args.seed)
+                           min_centrality=args.min_centrality, min_size=args.min_module_size, seed=args.seed)
     norms = np.linalg.norm(np.asarray(adata.varm[KEYS.LOADINGS], dtype=np.float64), axis=1)
     table = pd.DataFrame({"gene": adata.var_names, "module": modules.astype(object).fillna(_UNASSIGNED).to_numpy(),
                           "loading_norm": norms})
@@ -85,8 +88,8 @@ def run_modules(args: argparse.Namespace) -> int:
     info = adata.uns[KEYS.MODULE]
     sizes = ", ".join(f"{name} {n}" for name, n in modules.value_counts(sort=False).items())
     print(f"wrote {field(out)}: {info['n_modules']} modules ({sizes}) of {adata.n_vars:,} genes; "
-          f"{info['n_unassigned']:,} unassigned (loading norm <= {info['norm_threshold']:.3g} or in a module "
-          f"under {args.min_module_size} genes)")
+          f"{info['n_unassigned']:,} unassigned ({unassigned_rule(info)}, or in a module under "
+          f"{args.min_module_size} genes)")
     return 0
 
 

@@ -279,7 +279,7 @@ def _modules(adata: AnnData, match: GeneSetMatch) -> list[pd.DataFrame]:
         out.append(over_representation(genes, match, universe=adata.var_names, source=f"module {name}"))
     if not out:
         raise InputError(f"adata.var[{KEYS.MODULE!r}] assigns no gene to a module; rerun sivae.tl.gene_modules "
-                         "with a lower min_norm")
+                         "with lower min_norm / min_centrality")
     return out
 
 

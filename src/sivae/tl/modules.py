@@ -11,6 +11,8 @@ are set aside before the graph is built and never forced into a module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from typing import Any
 
 import numpy as np
@@ -51,19 +53,26 @@ def origin_threshold(norms: Any, *, seed: int = 0) -> tuple[float, float]:
     """
     norms = np.asarray(norms, dtype=np.float64)
     positive = norms[norms > 0]
-    if len(positive) < 10:
-        return 0.0, 0.0
-    log = np.log(positive)[:, None]
-    mixture = GaussianMixture(2, random_state=seed, n_init=3).fit(log)
+    threshold, d = _two_groups(np.log(positive), seed)
+    return (float(np.exp(threshold)) if threshold is not None else 0.0), d
+
+
+def _two_groups(values: np.ndarray, seed: int) -> tuple[float | None, float]:
+    # where values become likelier to belong to the upper of two Gaussian components, when the two
+    # are separate groups (Ashman's D > 2); None when they form one group
+    values = values[np.isfinite(values)]
+    if len(values) < 10:
+        return None, 0.0
+    mixture = GaussianMixture(2, random_state=seed, n_init=3).fit(values[:, None])
     mean = mixture.means_.ravel()
     var = mixture.covariances_.ravel()
     d = float(np.sqrt(2) * abs(mean[0] - mean[1]) / np.sqrt(var[0] + var[1]))
     if d <= _SEPARATION:
-        return 0.0, d
+        return None, d
     low, high = int(np.argmin(mean)), int(np.argmax(mean))
     grid = np.linspace(mean[low], mean[high], 1024)  # the decision boundary lies between the two means
     upper = mixture.predict_proba(grid[:, None])[:, high] > 0.5
-    return float(np.exp(grid[np.argmax(upper)])), d
+    return float(grid[np.argmax(upper)]), d
 
 
 def gene_modules(
@@ -72,6 +81,7 @@ def gene_modules(
     resolution: float = 1.0,
     n_neighbors: int = 15,
     min_norm: float | None = None,
+    min_centrality: float | None = None,
     min_size: int = 5,
     seed: int = 0,
     key: str = KEYS.LOADINGS,
@@ -92,10 +102,18 @@ def gene_modules(
         Leiden resolution: higher gives more, smaller modules.
     n_neighbors
         Neighbours per gene in the k-NN graph.
-    min_norm
-        Loading norm at or below which a gene is left unassigned; None (default): chosen from
-        the data by `origin_threshold` (a two-group split of the log norms, or 0 when they form
-        one group); 0: every gene is clustered.
+    min_norm, min_centrality
+        A gene whose loading norm, or whose centrality (``adata.var["sivae_centrality"]``, the
+        share of its variance the model explains), is at or below these is left unassigned, as
+        explained by no latent programme. None for both (default): chosen from the data, on the
+        centrality when ``adata.var`` has it (a two-group split as `origin_threshold` makes, on
+        the centralities themselves; none when they form one group), else on the log norms by
+        `origin_threshold`. The centrality is the default because it measures "explained by no
+        programme" directly: on the simulated network (5,000 cells, K=8, default training) the
+        50 isolated genes' centrality is 0.00 against at least 0.34 for every community gene,
+        while their loading norms (1.0-1.9) overlap the weaker communities' (1.3-2.6), and a
+        split of the norms cut two communities away with them (``benchmarks/programs.py``, part
+        modules). 0 for both: every gene is clustered.
     min_size
         Smallest module kept.
     seed
@@ -111,7 +129,7 @@ def gene_modules(
     pandas.Series
         Categorical module per gene (``M1`` the largest, ``M2``, ...), NaN for unassigned genes,
         indexed by ``adata.var_names``. Also written to ``adata.var[key_added]``; the parameters,
-        the norm threshold used and Ashman's D go to ``adata.uns[key_added]``.
+        the thresholds used (NaN: none) and Ashman's D of the split go to ``adata.uns[key_added]``.
     """
     loadings = _loadings(adata, key)
     resolution = _params.positive(resolution, "resolution")
@@ -119,14 +137,27 @@ def gene_modules(
     min_size = _params.count(min_size, "min_size")
     seed = _params.seed(seed)
     norms = np.linalg.norm(loadings, axis=1)
-    if min_norm is None:
-        threshold, separation = origin_threshold(norms, seed=seed)
+    column = key.replace("_loadings", "_centrality")
+    centrality = adata.var[column].to_numpy(np.float64) if column in adata.var else None
+    norm_threshold, centrality_threshold, separation = 0.0, None, float("nan")
+    if min_norm is None and min_centrality is None:
+        if centrality is not None:
+            centrality_threshold, separation = _two_groups(centrality, seed)
+        else:
+            norm_threshold, separation = origin_threshold(norms, seed=seed)
     else:
-        threshold, separation = _params.non_negative(min_norm, "min_norm"), float("nan")
-    kept = np.flatnonzero(norms > threshold)
+        norm_threshold = 0.0 if min_norm is None else _params.non_negative(min_norm, "min_norm")
+        centrality_threshold = None if min_centrality is None else _params.number(min_centrality, "min_centrality")
+    explained = norms > norm_threshold
+    if centrality_threshold is not None:
+        if centrality is None:
+            raise InputError(f"min_centrality needs adata.var[{column!r}]; train a model on this AnnData first "
+                             "or pass min_norm instead")
+        explained &= np.nan_to_num(centrality, nan=-np.inf) > centrality_threshold
+    kept = np.flatnonzero(explained)
     if len(kept) <= n_neighbors:
-        raise InputError(f"only {len(kept)} genes have a loading norm above {threshold:.3g}, too few for "
-                         f"n_neighbors={n_neighbors}; lower min_norm or n_neighbors")
+        raise InputError(f"only {len(kept)} genes pass min_norm / min_centrality, too few for "
+                         f"n_neighbors={n_neighbors}; lower those thresholds or n_neighbors")
     labels = np.full(adata.n_vars, None, dtype=object)
     labels[kept] = _leiden(loadings[kept], n_neighbors, resolution, seed)
     modules = _named(labels, min_size)
@@ -135,11 +166,26 @@ def gene_modules(
     adata.var[out_key] = modules.array  # the Categorical itself: M1, M2, ..., M10 in that order
     adata.uns[out_key] = {
         "params": {"resolution": resolution, "n_neighbors": n_neighbors, "min_size": min_size, "seed": seed,
-                   "key": key, "min_norm": "auto" if min_norm is None else threshold},
-        "norm_threshold": float(threshold), "ashman_d": separation,
+                   "key": key, "min_norm": "auto" if min_norm is None and min_centrality is None else norm_threshold,
+                   "min_centrality": "auto" if min_norm is None and min_centrality is None
+                   else (np.nan if centrality_threshold is None else centrality_threshold)},
+        "norm_threshold": float(norm_threshold),
+        "centrality_threshold": np.nan if centrality_threshold is None else float(centrality_threshold),
+        "ashman_d": separation,
         "n_unassigned": int(modules.isna().sum()), "n_modules": int(len(modules.cat.categories)),
     }
     return modules
+
+
+def unassigned_rule(info: Mapping[str, Any]) -> str:
+    """What left genes out of the modules, in words, from ``uns["sivae_module"]`` (results from
+    before the centrality rule hold only the norm threshold)."""
+    rules = []
+    if np.isfinite(float(info.get("centrality_threshold", np.nan))):
+        rules.append(f"centrality at most {float(info['centrality_threshold']):.3g}")
+    if float(info.get("norm_threshold", 0.0) or 0.0) > 0:
+        rules.append(f"loading norm at most {float(info['norm_threshold']):.3g}")
+    return " or ".join(rules) or "no threshold"
 
 
 def _loadings(adata: Any, key: str) -> np.ndarray:
