@@ -68,15 +68,16 @@ def differential_hubs(
     genes beyond it. The bootstrap (independent Poisson(1) weights per cell, as `centrality_ci`)
     gives the interval of the difference: where the difference lies, not what chance gives.
 
-    Why one model rather than one per group (benchmarks/programs.py, Kang, 4,000 cells): the two
-    designs' per-gene differences agree (Spearman 0.89); one model's differences on a random split
-    of the control cells are smaller (median |difference| 0.009 against 0.014) and it puts as many
-    ISGs among the top 100 gains (11 against 9), though per-group models put more genes beyond
-    their own split's 99th percentile (167 against 136); and only one model gives p-values and
-    intervals without retraining, in about the time of the two per-group fits. A model given the
-    condition as its ``batch_key`` did no better (differences at Spearman 0.95 with the plain
-    model's; 10 ISGs among the top gains, median |difference| 0.011 on the split, 136 genes beyond
-    its 99th percentile). Neither design includes the
+    Why one model rather than one per group (benchmarks/programs.py, Kang, all 13,999 cells,
+    default architecture): the two designs' per-gene differences agree (Spearman 0.89); one
+    model's differences on a random split of the control cells are smaller (median |difference|
+    0.0053 against 0.0083) and it puts more ISGs among the top 100 gains (9 against 6; 15 with
+    ``within="cell_type"``), though per-group models put more genes beyond their own split's 99th
+    percentile (250 against 71: a per-group design is noisier on the split but moves further on
+    the real contrast); and only one model gives p-values and intervals without retraining, in
+    about the time of the two per-group fits. On a 4,000-cell run a model given the condition as
+    its ``batch_key`` did no better (differences at Spearman 0.95 with the plain model's; 10 ISGs
+    among the top gains against 11). Neither design includes the
     variation of training the model again. A difference in the groups' cell-type composition
     also changes within-group variances: pass ``within="cell_type"`` when the groups'
     compositions differ.
