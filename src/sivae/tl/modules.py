@@ -89,8 +89,8 @@ def gene_modules(
 ) -> pd.Series:
     """Gene modules: Leiden clustering of the genes' k-NN graph in the loading space.
 
-    Genes whose loading norm is at most ``min_norm`` are near the origin (explained by no latent
-    programme) and stay unassigned; the others are linked to their ``n_neighbors`` nearest genes
+    Genes that no latent programme explains (centrality or loading norm at most the thresholds
+    below) stay unassigned; the others are linked to their ``n_neighbors`` nearest genes
     (Euclidean, as `neighbors`) by scanpy's ``pp.neighbors`` and clustered by scanpy's
     ``tl.leiden`` (igraph). Modules of fewer than ``min_size`` genes are unassigned too.
 
