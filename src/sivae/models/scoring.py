@@ -129,8 +129,8 @@ class ScoringMixin:
             centrality is measured in: scaled values; for "nb" models log1p(TP10K) and its
             expected value under the model's NB (`negative_binomial_expected_log1p`), not the log
             of the expected count, which overshoots sparse genes (Jensen's inequality): on pbmc3k
-            that bias alone dropped the NB centrality's Spearman with the ground truth from 0.84
-            to 0.28 (benchmarks/hubs.py, row "siVAE NB").
+            the NB centrality's Spearman with the ground truth was 0.29 with the log of the
+            expected count and is 0.83 with this (benchmarks/hubs.py, row "siVAE NB", 3 seeds).
         """
         cells, rows, counts = self._scored_cells(adata, rows)
         covariates = self.cell_covariates(adata)  # each cell reconstructed with its own batch
