@@ -236,7 +236,7 @@ def timed_into(seconds: dict[str, float], label: str, fn, *args, **kwargs) -> tu
 def model_part(adata, s: dict, rows: list[str], seeds: list[int], hood_rows: set[str] = frozenset({SHIPPED})) -> dict[str, Any]:
     """Each model row trained once per seed: its centrality scores, seconds and (rows in ``hood_rows``)
     neighbourhood PVE."""
-    out: dict[str, dict] = {"scores": {}, "pve": {}, "seconds": {}}
+    out: dict[str, Any] = {"scores": {}, "pve": {}, "seconds": {}, "formula": "correlation"}
     for row in rows:
         cls_name, model_kw, train_kw = ROWS[row]
         if model_kw.get("likelihood") == "nb" and KEYS.COUNTS not in adata.layers:
@@ -270,20 +270,11 @@ def model_part(adata, s: dict, rows: list[str], seeds: list[int], hood_rows: set
 
 
 def _centrality_variants(model, adata) -> dict[str, pd.Series]:
-    # the shipped model's centrality on held-out cells, and by two other formulas on training cells
+    # the shipped model's centrality on held-out cells, and by the two other formulas on training cells
     held_out = adata[model.val_idx].copy()
-    out = {f"{SHIPPED} held-out cells": model.get_reconstruction_accuracy(held_out)}
-    sums = np.zeros((6, adata.n_vars))  # n-free sums: t, p, t^2, p^2, t p, (t - p)^2
-    n = 0
-    for truth, pred in model.reconstructions():
-        t, p = truth.double().cpu().numpy(), pred.double().cpu().numpy()
-        sums += np.stack([t.sum(0), p.sum(0), (t * t).sum(0), (p * p).sum(0), (t * p).sum(0), ((t - p) ** 2).sum(0)])
-        n += t.shape[0]
-    mt, mp, tt, pp, tp, sse = sums / n
-    var_t, var_p, cov = tt - mt ** 2, pp - mp ** 2, tp - mt * mp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[f"{SHIPPED} 1 - Var(resid)/Var (paper)"] = 1 - (sse - (mt - mp) ** 2) / var_t
-        out[f"{SHIPPED} correlation"] = cov / np.sqrt(var_t * var_p)
+    out = {f"{SHIPPED} held-out cells": model.get_reconstruction_accuracy(held_out),
+           f"{SHIPPED}{OLD_FORMULA}": model.get_reconstruction_accuracy(formula="r2"),
+           f"{SHIPPED} 1 - Var(resid)/Var (paper)": model.get_reconstruction_accuracy(formula="paper")}
     return {k: pd.Series(np.asarray(v, dtype=float), index=adata.var_names) for k, v in out.items()}
 
 
@@ -400,11 +391,26 @@ def _claim(claim: str, ours: str, holds: bool) -> dict[str, str]:
             "reproduced": "yes" if holds else "no"}
 
 
+# the label suffix of a model row measured with the centrality formula the package used before the
+# correlation (1 - MSE / variance): the partial runs made before the change hold no "formula" key
+OLD_FORMULA = " (1 - MSE/Var)"
+
+
+def _name_formula(res: dict[str, Any]) -> dict[str, Any]:
+    # a partial run's model rows under the old formula, renamed so that no row mixes formulas
+    if "formula" in res or not any(label in ROWS for label in res.get("scores", {})):
+        return res
+    def rename(label: str) -> str:
+        return label + OLD_FORMULA if label in ROWS or label == f"{SHIPPED} held-out cells" else label
+    return {**res, **{key: {rename(k): v for k, v in res[key].items()} for key in ("scores", "pve", "seconds") if key in res}}
+
+
 def combine(parts: list[dict]) -> dict[str, dict]:
     """Per data set, the union of partial runs' truth and model results (a later part wins a clash)."""
     merged: dict[str, dict] = {}
     for part in parts:
         for name, res in part["datasets"].items():
+            res = _name_formula(res)
             into = merged.setdefault(name, {"scores": {}, "pve": {}, "seconds": {}})
             if "genes" in into and "genes" in res and into["genes"] != res["genes"]:
                 raise SystemExit(f"{name}: the partial runs have different genes; merge runs of one setting")

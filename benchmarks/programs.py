@@ -245,8 +245,6 @@ def null_calls(table: pd.DataFrame) -> tuple[int, int]:
 def designs(result: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """One model on all cells against one model per group, each with a random split of ctrl as its null."""
     from sivae.data.validate import constant_features
-    from sivae.models.model import accuracy_from_sums
-
     adata, model, diff = result["adata"], result["model"], result["diff"]
     condition = adata.obs[KEYS.CONDITION].astype(str).to_numpy()
     rng = np.random.default_rng(1)
@@ -260,7 +258,7 @@ def designs(result: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
             part = cells[cells.obs[key].astype(str).to_numpy() == group].copy()
             part = part[:, ~constant_features(part.X)].copy()
             m = fit(part, args)
-            centrality[group] = pd.Series(accuracy_from_sums(*m.reconstruction_sums(part), n=part.n_obs),
+            centrality[group] = pd.Series(m.get_reconstruction_accuracy(part),
                                           index=part.var_names).reindex(cells.var_names)
         return centrality[b] - centrality[a], time.perf_counter() - t0
 

@@ -5,32 +5,62 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from anndata import AnnData
 
 import sivae
 from sivae.cli import main
 from sivae._constants import KEYS
-from sivae.models.model import accuracy_from_sums
+from sivae.models.accuracy import FORMULAS, accuracy_from_sums, centrality_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _sums(truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return ((truth - pred) ** 2).sum(0), truth.sum(0), (truth ** 2).sum(0)
+def _sums(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    return centrality_terms(torch.from_numpy(truth), torch.from_numpy(pred)).sum(0).numpy()
 
 
 def test_accuracy_is_nan_for_a_constant_feature_and_exact_otherwise():
     truth = np.array([[1.0, 5.0, 5.0, 0.0], [2.0, 5.0, 5.0, 0.0], [3.0, 5.0, 5.0 + 1e-6, 0.0]])
     pred = np.array([[2.0, 5.0, 5.0, 0.1], [2.0, 4.0, 5.0, 0.1], [2.0, 5.0, 5.0, 0.1]])
-    # column 0: MSE 2/3, variance 2/3 -> 0; columns 1-3: constant (up to rounding) -> NaN
-    sse, s1, s2 = _sums(truth, pred)
+    # column 0: a flat reconstruction follows nothing (correlation 0; MSE 2/3 on variance 2/3 -> 0);
+    # columns 1-3: constant (up to rounding) -> NaN under every formula
+    sums = _sums(truth, pred)
     expected = np.array([0.0, np.nan, np.nan, np.nan])
-    np.testing.assert_allclose(accuracy_from_sums(sse, s1, s2, n=3), expected, atol=1e-12)
-    rows = [np.stack([t, t]) for t in (sse, s1, s2)]  # the bootstrap's (R=2, F) replicates, n (R, 1)
-    np.testing.assert_allclose(accuracy_from_sums(*rows, n=np.array([[3.0], [3.0]])), [expected] * 2, atol=1e-12)
-    # better than the mean: 1 - MSE / variance by hand
-    pred[:, 0] = [1.0, 2.0, 2.0]  # MSE 1/3 on variance 2/3
-    np.testing.assert_allclose(accuracy_from_sums(*_sums(truth, pred), n=3)[0], 0.5)
+    for formula in FORMULAS:
+        np.testing.assert_allclose(accuracy_from_sums(sums, n=3, formula=formula), expected, atol=1e-12)
+    replicates = np.stack([sums, sums])  # the bootstrap's (R=2, 5, F) replicates, n (R, 1)
+    np.testing.assert_allclose(accuracy_from_sums(replicates, n=np.array([[3.0], [3.0]])), [expected] * 2, atol=1e-12)
+    # each formula by hand on a reconstruction that follows the truth, shrunk and shifted
+    pred[:, 0] = [1.5, 2.0, 2.5]  # p = (t + 2) / 2: correlation 1, MSE 1/6 on variance 2/3, no residual shift
+    for formula, value in (("correlation", 1.0), ("r2", 0.75), ("paper", 1 - (1 / 6) / (2 / 3))):
+        np.testing.assert_allclose(accuracy_from_sums(_sums(truth, pred), n=3, formula=formula)[0], value)
+    pred[:, 0] += 1.0  # off by one in mean: the correlation and the paper's formula do not see it
+    by = {f: accuracy_from_sums(_sums(truth, pred), n=3, formula=f)[0] for f in FORMULAS}
+    np.testing.assert_allclose([by["correlation"], by["paper"]], [1.0, 0.75])
+    np.testing.assert_allclose(by["r2"], -0.75)  # mean squared error 7/6 on variance 2/3
+    pred[:, 0] = [3.0, 2.0, 1.0]  # following it backwards
+    np.testing.assert_allclose(accuracy_from_sums(_sums(truth, pred), n=3)[0], -1.0)
+
+
+@given(arrays(np.float64, (12, 3), elements=st.floats(-5, 5)), arrays(np.float64, (12, 3), elements=st.floats(-5, 5)))
+@settings(max_examples=40, deadline=None)
+def test_correlation_from_sums_matches_numpy(truth, pred):
+    value = accuracy_from_sums(_sums(truth, pred), n=len(truth))
+    for j in range(truth.shape[1]):
+        if np.isnan(value[j]):  # only for a truth constant up to rounding
+            assert np.ptp(truth[:, j]) < 0.03  # variance under 1e-6 of the largest scale, 25
+        elif np.std(pred[:, j]) > 0.01:  # a reconstruction well above the flatness floor
+            np.testing.assert_allclose(value[j], np.corrcoef(truth[:, j], pred[:, j])[0, 1], atol=1e-6)
+        assert np.isnan(value[j]) or -1.0 <= value[j] <= 1.0
+
+
+def test_accuracy_refuses_an_unknown_formula():
+    with pytest.raises(sivae.InputError, match="formula must be one of"):
+        accuracy_from_sums(np.zeros((5, 2)), n=3, formula="spearman")
 
 
 def test_a_gene_seen_in_one_cell_is_nan_off_its_cell_and_sane_on_it():

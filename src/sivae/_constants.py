@@ -13,7 +13,7 @@ class _Keys:
     CELL_EMBEDDING: str = "X_sivae"
     # .varm: feature embedding (posterior means of v_f1), F x K
     LOADINGS: str = "sivae_loadings"
-    # .var: per-feature reconstruction accuracy, 1 - MSE / variance on training cells
+    # .var: per-feature centrality, the correlation of reconstruction and data on training cells
     CENTRALITY: str = "sivae_centrality"
     # .var: per-feature mean and standard deviation used to z-score the data
     FEATURE_MEAN: str = "sivae_mean"

@@ -29,39 +29,10 @@ from ..distributed import gather_blocks, my_block, reduce_over_ranks
 from ..nn.module import ModuleConfig, SIVAEModule
 from .sampling import draw_cells
 from .saving import check_same_run, read_model_folder, register, run_id, write_model_folder
+from .accuracy import FORMULAS, accuracy_from_sums, constant_in_sums
 from .scoring import ScoringMixin
 from ..train.trainer import TrainConfig, Trainer, TrainingData, data_fingerprint
 from ..train.config import shared_with
-
-
-def accuracy_from_sums(sse: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, *, n: int) -> np.ndarray:
-    """1 - MSE / variance per feature, from the sums `reconstruction_sums` gives over n cells.
-
-    The one definition of siVAE's centrality (``var["sivae_centrality"]``, ``tl.centrality_ci``).
-    ``sse``, ``s1`` and ``s2`` are float64 tensors of the same shape, (F,) or (R, F) for R
-    replicates, and ``n`` the number of cells (an int, or a tensor broadcasting against them).
-    A feature (almost) constant on those cells (`_constant_features`) has no variance to explain:
-    its accuracy is NaN rather than a division by rounding error.
-    """
-    sse, s1, s2 = (np.asarray(t, dtype=np.float64) for t in (sse, s1, s2))
-    n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
-    var = s2 / n - (s1 / n) ** 2
-    constant = _constant_features(var, s2 / n)
-    return np.where(constant, np.nan, 1.0 - (sse / n) / np.where(constant, 1.0, var))
-
-
-# A feature whose variance on the cells scored is at most this share of the scale (the larger of
-# its own mean square and the median feature's variance) is constant there up to rounding, and
-# 1 - MSE / variance would divide by rounding error (a gene seen in one held-out cell scored
-# -1.4e9): its accuracy is NaN. A gene seen in one of 800 cells is well above the floor.
-_VAR_FLOOR = 1e-6
-
-
-def _constant_features(var: np.ndarray, mean_square: np.ndarray) -> np.ndarray:
-    """Features whose variance is below `_VAR_FLOOR` of the scale, per row of (..., F) arrays."""
-    positive = np.where(var > 0, var, np.nan)
-    scale = np.nan_to_num(np.nanmedian(positive, axis=-1, keepdims=True), nan=0.0) if np.any(var > 0) else 0.0
-    return var <= _VAR_FLOOR * np.maximum(mean_square, scale)
 
 
 class BaseModel(ScoringMixin, CovariatesMixin):
@@ -192,7 +163,7 @@ class BaseModel(ScoringMixin, CovariatesMixin):
         -------
         The model. Writes ``adata.obsm["X_<key>"]`` (posterior means of z), ``adata.varm["<key>_loadings"]``
         (posterior means of v, where the model has loadings), ``adata.var["<key>_centrality"]``
-        (1 - MSE / variance per feature on training cells), ``adata.obs["sivae_split"]`` and
+        (per feature, the correlation of reconstruction and data on training cells), ``adata.obs["sivae_split"]`` and
         ``adata.uns["<key>"]`` (parameters, losses, version).
         """
         self.require_data("train()")
@@ -240,19 +211,24 @@ class BaseModel(ScoringMixin, CovariatesMixin):
         return None
 
     @torch.no_grad()
-    def get_reconstruction_accuracy(self, adata: AnnData | None = None) -> np.ndarray:
-        """Per-feature 1 - MSE / variance of the reconstruction at the posterior means, (F,).
+    def get_reconstruction_accuracy(self, adata: AnnData | None = None, *, formula: str = "correlation") -> np.ndarray:
+        """Per feature, how well the reconstruction at the posterior means follows the data, (F,).
 
-        On ``adata`` (all its cells) when given, else on the training cells. For "nb" the
-        comparison is in log1p(TP10K) space, against the value the model expects there (not
-        the log of its expected count; see `reconstructions`). A feature (almost) constant on those cells (variance
-        at most 1e-6 of the larger of its mean square and the median feature's variance) has no
-        variance to explain: its accuracy is NaN rather than a division by rounding error.
+        On ``adata`` (all its cells) when given, else on the training cells. ``formula``: the
+        correlation of reconstruction and data (the default, siVAE's centrality), ``"r2"`` (1 -
+        MSE / variance) or ``"paper"`` (1 - residual variance / variance); see
+        `sivae.models.model.accuracy_from_sums` for what each measured. For "nb" the comparison
+        is in log1p(TP10K) space, against the value the model expects there (not the log of its
+        expected count; see `reconstructions`). A feature (almost) constant on those cells
+        (variance at most 1e-6 of the larger of its mean square and the median feature's
+        variance) has nothing to follow: its accuracy is NaN rather than a division by rounding error.
         """
+        if formula not in FORMULAS:  # before the pass over the cells
+            raise InputError(f"formula must be one of {', '.join(map(repr, FORMULAS))}; got {formula!r}")
         if adata is None:
             self.require_data("get_reconstruction_accuracy() without new cells")
         n = len(self.train_idx) if adata is None else adata.n_obs
-        return accuracy_from_sums(*self.reconstruction_sums(adata), n=n)
+        return accuracy_from_sums(self.reconstruction_sums(adata), n=n, formula=formula)
 
     def _write_outputs(self) -> None:
         adata, k = self.adata, self.keys
@@ -261,11 +237,10 @@ class BaseModel(ScoringMixin, CovariatesMixin):
         start, stop = my_block(len(self.cells))
         embedding = gather_blocks(self._embed(self.cells, np.arange(start, stop), self.covariates), len(self.cells))
         start, stop = my_block(len(self.train_idx))
-        sums = self.reconstruction_sums(rows=self.train_idx[start:stop])
-        sse, s1, s2 = (np.asarray(reduce_over_ranks(t), dtype=np.float64) for t in sums)
+        sums = np.asarray(reduce_over_ranks(self.reconstruction_sums(rows=self.train_idx[start:stop])), dtype=np.float64)
         n = len(self.train_idx)
-        centrality = accuracy_from_sums(sse, s1, s2, n=n)
-        constant = _constant_features(s2 / n - (s1 / n) ** 2, s2 / n)  # NaN by definition, not divergence
+        centrality = accuracy_from_sums(sums, n=n)
+        constant = constant_in_sums(sums, n)  # NaN by definition, not divergence
         loadings = self.get_loadings()
         for name, values in (("cell embedding", embedding), ("loadings", loadings), ("centrality", centrality[~constant])):
             if values is not None and not np.all(np.isfinite(values)):  # never hand back NaN as a result

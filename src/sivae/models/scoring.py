@@ -18,6 +18,7 @@ from .._errors import InputError
 from ..data.backed import BackedCellMatrix
 from ..data.loaders import CellMatrix, cells_on_features
 from ..nn.likelihoods import negative_binomial_expected_log1p
+from .accuracy import CENTRALITY_SUMS, centrality_terms
 from .covariates import covariate_rows
 
 CHUNK = 1024  # cells per forward pass when embedding or scoring
@@ -148,11 +149,9 @@ class ScoringMixin:
                 scale = 1e4 / library
                 yield torch.log1p(raw * scale), negative_binomial_expected_log1p(pred * library, theta, scale)
 
-    def reconstruction_sums(self, adata: AnnData | None = None, *, rows: np.ndarray | None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per feature, over the chosen cells: the squared errors of the reconstruction, and the
-        sums of the truth and of its square; `sivae.models.model.accuracy_from_sums` turns them into
-        the centrality.
+    def reconstruction_sums(self, adata: AnnData | None = None, *, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Per feature, over the chosen cells, the sums `sivae.models.accuracy.accuracy_from_sums`
+        turns into the centrality: of the truth t, t^2, the reconstruction p, p^2 and t p.
 
         Parameters
         ----------
@@ -161,15 +160,10 @@ class ScoringMixin:
 
         Returns
         -------
-        (sse, s1, s2)
-            float64 CPU tensors, (F,) each.
+        torch.Tensor
+            float64 on the CPU, (5, F), in the order of `sivae.models.accuracy.CENTRALITY_SUMS`.
         """
-        n_features = len(self.feature_names)
-        sse = torch.zeros(n_features, dtype=torch.float64)
-        s1 = torch.zeros_like(sse)
-        s2 = torch.zeros_like(sse)
+        sums = torch.zeros(len(CENTRALITY_SUMS), len(self.feature_names), dtype=torch.float64)
         for truth, pred in self.reconstructions(adata, rows=rows):
-            sse += (truth - pred).double().pow(2).sum(0).cpu()
-            s1 += truth.double().sum(0).cpu()
-            s2 += truth.double().pow(2).sum(0).cpu()
-        return sse, s1, s2
+            sums += centrality_terms(truth, pred).sum(0).cpu()
+        return sums

@@ -191,7 +191,7 @@ def centrality(
     marked = rank_of[_highlighted(adata, highlight, key=key)]
     fig, ax = _figure(ax, (7.0, 3.8))
     _scatter(ax, xy, values, _palette(adata, color, "var"), marked, _marked_label(highlight))
-    ax.set(xlabel="feature rank", ylabel="reconstruction accuracy (1 - MSE/var)")
+    ax.set(xlabel="feature rank", ylabel="centrality (correlation of reconstruction and data)")
     clipped = int(np.sum(scores < floor))
     ax.set_title("per-feature reconstruction accuracy"
                  + (f"\n({clipped} features below {floor:.3g} drawn at {floor:.3g})" if clipped else ""))

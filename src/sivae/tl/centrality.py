@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 
 from sivae import _params
@@ -144,7 +143,8 @@ def centrality_ci(
 
     The reconstruction of every cell is computed once; each replicate reweights the cells with
     independent Poisson(1) counts (the Poisson bootstrap, which streams over cells in chunks and
-    so needs memory for n_boot x genes only) and recomputes each gene's 1 - MSE / variance and its
+    so needs memory for n_boot x genes only) and recomputes each gene's centrality (the
+    correlation of its reconstruction with the data, `sivae.models.accuracy.accuracy_from_sums`) and its
     rank. The interval is the central ``level`` range of the replicates' ranks.
 
     Parameters
@@ -185,23 +185,22 @@ def centrality_ci(
         model.require_data("centrality_ci() without cells")
     else:
         check_model_input(model, adata, "centrality_ci")
-    from sivae.models.model import accuracy_from_sums
+    from sivae.models.accuracy import CENTRALITY_SUMS, accuracy_from_sums, centrality_terms
 
     rng = np.random.default_rng(seed)
-    n_genes = len(model.feature_names)
-    full = np.zeros((3, n_genes))  # sse, sum, sum of squares on all cells
-    boot = np.zeros((3, n_boot, n_genes))
+    shape = (len(CENTRALITY_SUMS), len(model.feature_names))
+    full = np.zeros(shape)  # the centrality sums on all cells
+    boot = np.zeros((n_boot, *shape))  # and on each Poisson-weighted replicate
     n_cells, boot_n = 0, np.zeros((n_boot, 1))
     for truth, pred in model.reconstructions(adata):
-        terms = torch.stack([(truth - pred).pow(2), truth, truth.pow(2)]).double().cpu().numpy()  # (3, B, F)
+        terms = centrality_terms(truth, pred).cpu().numpy()  # (B, 5, F)
         weights = rng.poisson(1.0, size=(n_boot, truth.shape[0])).astype(np.float64)  # (n_boot, B)
-        full += terms.sum(1)
-        boot += np.einsum("rb,tbf->trf", weights, terms)
+        full += terms.sum(0)
+        boot += np.einsum("rb,bsf->rsf", weights, terms)
         n_cells += truth.shape[0]
         boot_n += weights.sum(1, keepdims=True)
-    centrality = accuracy_from_sums(*torch.from_numpy(full), n=max(n_cells, 1))
-    n_boot_cells = torch.from_numpy(np.maximum(boot_n, 1.0))  # a replicate that drew no cell: no NaN
-    ranks = _ranks(accuracy_from_sums(*torch.from_numpy(boot), n=n_boot_cells))  # (n_boot, F)
+    centrality = accuracy_from_sums(full, n=max(n_cells, 1))
+    ranks = _ranks(accuracy_from_sums(boot, n=np.maximum(boot_n, 1.0)))  # (n_boot, F); a replicate that drew no cell: no NaN
     tail = 100 * (1 - level) / 2
     result = pd.DataFrame({
         "centrality": centrality,

@@ -2,8 +2,8 @@
 control, disease and healthy), with a bootstrap interval, a permutation p-value and BH FDR.
 
 One trained model serves both groups: every cell is reconstructed once, and each gene's
-centrality (1 - MSE / variance, `sivae.models.model.accuracy_from_sums`) is measured within each
-group's cells. Replicates only reweight or relabel those cells, so nothing is retrained.
+centrality (the correlation of its reconstruction with the data, `sivae.models.accuracy.accuracy_from_sums`)
+is measured within each group's cells. Replicates only reweight or relabel those cells, so nothing is retrained.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 from scipy.stats import false_discovery_control
 
@@ -22,9 +21,11 @@ from sivae import _params
 from sivae._constants import KEYS
 from sivae._errors import InputError
 
+from sivae.models.accuracy import CENTRALITY_SUMS, accuracy_from_sums, centrality_terms
+
 from ._inputs import check_model_input
 
-_N_SUMS = 4  # per cell and gene: squared residual, value, squared value, residual
+_N_SUMS = len(CENTRALITY_SUMS)  # per cell and gene: the terms of the centrality
 COLUMNS = ("centrality_reference", "centrality_target", "difference", "ci_low", "ci_high", "z", "p_value", "fdr")
 
 
@@ -46,12 +47,12 @@ def differential_hubs(
     """Per gene: siVAE centrality in a reference and a target group of cells, and its change.
 
     The model (one, trained on the cells of both groups) reconstructs every cell once; a gene's
-    centrality in a group is 1 - (variance of its reconstruction error) / (its variance), both
-    over that group's cells and around their means there: the share of the gene's within-group
-    variation that the reconstruction explains. ``difference`` is target minus reference: a gene
+    centrality in a group is the correlation of its reconstruction with its values over that
+    group's cells (as ``var["sivae_centrality"]`` is over the training cells): how closely the
+    reconstruction follows the gene's variation within the group. ``difference`` is target minus reference: a gene
     whose co-expression with the rest grows in the target group is reconstructed better there. A
-    gene whose mean alone shifts between the groups is not differential (a model that misses a
-    group's mean does not lower the centrality within that group).
+    gene whose mean alone shifts between the groups is not differential (a correlation within a
+    group does not see how far the model is off that group's mean).
 
     p-value: a permutation test. The group labels are shuffled across the pooled cells
     ``n_perm`` times and the difference recomputed each time (the cells' reconstructions are
@@ -225,7 +226,7 @@ def _strata(adata: AnnData, within: Any, rows: np.ndarray, is_target: np.ndarray
 
 def _replicate_sums(model: Any, adata: AnnData | None, rows: np.ndarray, is_target: np.ndarray, n_boot: int,
                     n_perm: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    # per gene, the sums (sse, sum, sum of squares, sum of residuals) and cell counts each statistic needs:
+    # per gene, the centrality sums (CENTRALITY_SUMS) and cell counts each statistic needs:
     # "observed" (2 groups), "perm" (target sums under each relabelling; reference = total - target),
     # "boot" (2 groups x n_boot Poisson-weighted sums)
     n_genes = len(model.feature_names)
@@ -236,9 +237,8 @@ def _replicate_sums(model: Any, adata: AnnData | None, rows: np.ndarray, is_targ
     start = 0
     for truth, pred in model.reconstructions(adata, rows=rows):
         b = truth.shape[0]
-        residual = truth - pred
-        terms = torch.stack([residual.pow(2), truth, truth.pow(2), residual], 1).double().cpu().numpy()  # (b, 4, F)
-        flat = terms.reshape(b, -1)  # (b, 4F)
+        terms = centrality_terms(truth, pred).cpu().numpy()  # (b, 5, F)
+        flat = terms.reshape(b, -1)  # (b, 5F)
         target = is_target[start : start + b]
         observed[0] += terms[~target].sum(0)
         observed[1] += terms[target].sum(0)
@@ -256,14 +256,10 @@ def _replicate_sums(model: Any, adata: AnnData | None, rows: np.ndarray, is_targ
 
 
 def _accuracy(sums: np.ndarray, n: Any) -> np.ndarray:
-    # centrality within a group from (..., 4, F) sums over n cells (n broadcasting against (..., 1)):
-    # the residuals' sum of squares is taken around their mean in the group, so that a model that
-    # misses a group's mean (a mean shift: differential expression) does not lower it
-    from sivae.models.model import accuracy_from_sums
-
-    n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
-    centred = np.maximum(sums[..., 0, :] - sums[..., 3, :] ** 2 / n, 0.0)
-    return accuracy_from_sums(centred, sums[..., 1, :], sums[..., 2, :], n=n)
+    # centrality within a group from (..., 5, F) sums over n cells (n broadcasting against (..., 1)):
+    # a correlation over the group's cells, so a model that misses a group's mean (a mean shift:
+    # differential expression) does not lower it
+    return accuracy_from_sums(sums, n=n)
 
 
 def _differences(sums: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:

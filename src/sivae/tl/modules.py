@@ -103,8 +103,8 @@ def gene_modules(
     n_neighbors
         Neighbours per gene in the k-NN graph.
     min_norm, min_centrality
-        A gene whose loading norm, or whose centrality (``adata.var["sivae_centrality"]``, the
-        share of its variance the model explains), is at or below these is left unassigned, as
+        A gene whose loading norm, or whose centrality (``adata.var["sivae_centrality"]``, how
+        closely its reconstruction follows it), is at or below these is left unassigned, as
         explained by no latent programme. None for both (default): chosen from the data, on the
         centrality when ``adata.var`` has it (a two-group split as `origin_threshold` makes, on
         the centralities themselves; none when they form one group), else on the log norms by
