@@ -60,10 +60,10 @@ def differential_hubs(
     exchangeable, and the p-value is the share of permutations whose difference lies at least as
     far from the permutations' mean as the observed one (two-sided, (1 + count) / (1 + n_perm)).
     The permutation distribution is used as it is, not through a normal approximation: for genes
-    detected in few cells it is far from normal, and on a random split of 400 of Kang's control
-    cells (benchmarks/programs.py --quick) the normal approximation called a gene at FDR < 0.05
-    and the permutation p-values none (13 against none before the residuals were centred in each
-    group; on 2,000 control cells neither called any). Its resolution is 1 / (1 + n_perm): with
+    detected in few cells it is far from normal (on a random split of 400 of Kang's control
+    cells, benchmarks/programs.py --quick, the normal approximation once called a gene at FDR <
+    0.05 where the permutation p-values called none; with the correlation centrality neither
+    does). Its resolution is 1 / (1 + n_perm): with
     the default 1,000, Benjamini-Hochberg over 2,000 genes can call a gene once about 40 genes
     reach that floor; ``z`` (the difference over the permutations' standard deviation) ranks
     genes beyond it. The bootstrap (independent Poisson(1) weights per cell, as `centrality_ci`)
@@ -72,13 +72,14 @@ def differential_hubs(
     Why one model rather than one per group (benchmarks/programs.py, Kang, all 13,999 cells,
     default architecture): the two designs' per-gene differences agree (Spearman 0.89); one
     model's differences on a random split of the control cells are smaller (median |difference|
-    0.0053 against 0.0083) and it puts more ISGs among the top 100 gains (9 against 6; 15 with
+    0.022 against 0.027) and it puts more ISGs among the top 100 gains (9 against 7; 12 with
     ``within="cell_type"``), though per-group models put more genes beyond their own split's 99th
-    percentile (250 against 71: a per-group design is noisier on the split but moves further on
+    percentile (259 against 62: a per-group design is noisier on the split but moves further on
     the real contrast); and only one model gives p-values and intervals without retraining, in
-    about the time of the two per-group fits. On a 4,000-cell run a model given the condition as
-    its ``batch_key`` did no better (differences at Spearman 0.95 with the plain model's; 10 ISGs
-    among the top gains against 11). Neither design includes the
+    about the time of the two per-group fits. On a 4,000-cell run (with the earlier 1 - MSE /
+    variance centrality) a model given the condition as its ``batch_key`` did no better
+    (differences at Spearman 0.95 with the plain model's; 10 ISGs among the top gains against
+    11). Neither design includes the
     variation of training the model again. A difference in the groups' cell-type composition
     also changes within-group variances: pass ``within="cell_type"`` when the groups'
     compositions differ.
