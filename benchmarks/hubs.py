@@ -16,7 +16,10 @@ Per data set (pbmc3k with 2,000 HVG; the simulated hub-and-spoke network; Kang's
     PCA-Euc and most-correlated neighbours), CLR and MRNET (degree centrality), and model rows:
     siVAE as shipped (K=10, package defaults otherwise, 100 epochs), the VAE, and the ablation grid
     (ROWS) over seeds, each row with a K other than 10 beside PCA R^2 at its K; with the shipped siVAE also its centrality measured on held-out cells and
-    by two other accuracy formulas, and an ensemble over seeds of each model row.
+    by two other accuracy formulas (1 - MSE / variance and the paper's), and an ensemble over seeds
+    of each model row. Model rows are the package's centrality (the correlation of a gene with its
+    reconstruction); rows of partial runs made before it became the default are labelled
+    "(1 - MSE/Var)", the formula they were measured with.
 
 Runs can be split and merged: --parts truth (both ground truths, the baselines, CLR), reliability
 (the default truth's split-half), grn (MRNET, neighbourhood PVEs) and models (--rows, --seeds) each
@@ -401,6 +404,8 @@ def _name_formula(res: dict[str, Any]) -> dict[str, Any]:
     if "formula" in res or not any(label in ROWS for label in res.get("scores", {})):
         return res
     def rename(label: str) -> str:
+        if label == f"{SHIPPED} correlation":  # the default now: these runs' shipped row by it
+            return SHIPPED
         return label + OLD_FORMULA if label in ROWS or label == f"{SHIPPED} held-out cells" else label
     return {**res, **{key: {rename(k): v for k, v in res[key].items()} for key in ("scores", "pve", "seconds") if key in res}}
 

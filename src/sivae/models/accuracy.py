@@ -42,8 +42,8 @@ def accuracy_from_sums(sums: Any, *, n: Any, formula: str = "correlation") -> np
     - ``"correlation"`` (the default): Pearson's correlation of p with t over the cells, in
       [-1, 1]. It ranks hubs best of the three on every real data set measured
       (``benchmarks/hubs.py``, binned ground truth, 3 seeds): pbmc3k 0.874 against 0.863 for
-      "r2", Kang's control PBMCs 0.736 against 0.696, pbmc3k on seurat_v3 genes 0.860 against
-      0.854, level on the simulated network (0.906 against 0.907). It leaves out how far the
+      "r2", Kang's control PBMCs 0.741 against 0.696, pbmc3k on seurat_v3 genes 0.860 against
+      0.853, level on the simulated network (0.906 against 0.907). It leaves out how far the
       reconstruction is off in mean and scale, which says more about the decoder's calibration
       for that gene than about its place in the network.
     - ``"r2"``: 1 - MSE / variance of t, the share of the variance the reconstruction explains
