@@ -131,7 +131,8 @@ class ScoringMixin:
             expected value under the model's NB (`negative_binomial_expected_log1p`), not the log
             of the expected count, which overshoots sparse genes (Jensen's inequality): on pbmc3k
             the NB centrality's Spearman with the ground truth was 0.29 with the log of the
-            expected count and is 0.83 with this (benchmarks/hubs.py, row "siVAE NB", 3 seeds).
+            expected count and 0.83 with this, both by 1 - MSE / variance; 0.87 by the
+            correlation, the default (benchmarks/hubs.py, rows "siVAE NB", 3 seeds).
         """
         cells, rows, counts = self._scored_cells(adata, rows)
         covariates = self.cell_covariates(adata)  # each cell reconstructed with its own batch
