@@ -212,3 +212,18 @@ def test_report_shows_the_pca_baseline_beside_the_hubs_only_without_a_ground_tru
     assert "PCA R^2 rank (top 3 PCs)" in page and "Spearman between the two rankings" in page
     adata.var[KEYS.GROUND_TRUTH_CENTRALITY] = np.linspace(0, 1, adata.n_vars)
     assert "PCA R^2 rank" not in build_report(adata, n_hubs=5)
+
+
+def test_trained_centrality_is_the_correlation_of_each_gene_with_its_reconstruction():
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(np.where((np.arange(150) % 3)[:, None] == 0, 9.0, 3.0), size=(150, 10)).astype(np.float32)
+    adata = _scaled(counts)
+    model = sivae.SIVAE(adata, n_latent=2, encoder_hidden=(16, 8), c_red=6, batch_size=32, device="cpu")
+    model.train(max_epochs=2, progress=False)
+    truth, pred = (np.concatenate(part) for part in zip(*((t.numpy(), p.numpy()) for t, p in model.reconstructions())))
+    by_hand = [np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(truth.shape[1])]
+    np.testing.assert_allclose(adata.var[KEYS.CENTRALITY], by_hand, atol=1e-5)
+    residual = ((truth - pred) ** 2).mean(0) / truth.var(0)
+    np.testing.assert_allclose(model.get_reconstruction_accuracy(formula="r2"), 1 - residual, atol=1e-4)
+    with pytest.raises(sivae.InputError, match="formula must be one of"):
+        model.get_reconstruction_accuracy(formula="pearson")

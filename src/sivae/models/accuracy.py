@@ -31,6 +31,12 @@ def centrality_terms(truth: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     return torch.stack([t, t * t, p, p * p, t * p], 1)
 
 
+def check_formula(formula: Any) -> None:
+    """Refuse a centrality formula `accuracy_from_sums` does not know, in one sentence."""
+    if formula not in FORMULAS:
+        raise InputError(f"formula must be one of {', '.join(map(repr, FORMULAS))}; got {formula!r}")
+
+
 def accuracy_from_sums(sums: Any, *, n: Any, formula: str = "correlation") -> np.ndarray:
     """Per feature, how well the reconstruction p follows the truth t, from the sums over n cells
     (`CENTRALITY_SUMS`, on axis -2 of ``sums``: (5, F), or (..., 5, F) for replicates, with
@@ -57,8 +63,7 @@ def accuracy_from_sums(sums: Any, *, n: Any, formula: str = "correlation") -> np
     s = np.asarray(sums, dtype=np.float64)
     if s.ndim < 2 or s.shape[-2] != len(CENTRALITY_SUMS):
         raise ValueError(f"sums must have the {len(CENTRALITY_SUMS)} centrality sums on axis -2; got shape {s.shape}")
-    if formula not in FORMULAS:
-        raise InputError(f"formula must be one of {', '.join(map(repr, FORMULAS))}; got {formula!r}")
+    check_formula(formula)
     n = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
     mt, tt, mp, pp, tp = (s[..., i, :] / n for i in range(len(CENTRALITY_SUMS)))
     var_t = tt - mt**2

@@ -29,7 +29,7 @@ from ..distributed import gather_blocks, my_block, reduce_over_ranks
 from ..nn.module import ModuleConfig, SIVAEModule
 from .sampling import draw_cells
 from .saving import check_same_run, read_model_folder, register, run_id, write_model_folder
-from .accuracy import FORMULAS, accuracy_from_sums, constant_in_sums
+from .accuracy import accuracy_from_sums, check_formula, constant_in_sums
 from .scoring import ScoringMixin
 from ..train.trainer import TrainConfig, Trainer, TrainingData, data_fingerprint
 from ..train.config import shared_with
@@ -217,14 +217,13 @@ class BaseModel(ScoringMixin, CovariatesMixin):
         On ``adata`` (all its cells) when given, else on the training cells. ``formula``: the
         correlation of reconstruction and data (the default, siVAE's centrality), ``"r2"`` (1 -
         MSE / variance) or ``"paper"`` (1 - residual variance / variance); see
-        `sivae.models.model.accuracy_from_sums` for what each measured. For "nb" the comparison
+        `sivae.models.accuracy.accuracy_from_sums` for what each measured. For "nb" the comparison
         is in log1p(TP10K) space, against the value the model expects there (not the log of its
         expected count; see `reconstructions`). A feature (almost) constant on those cells
         (variance at most 1e-6 of the larger of its mean square and the median feature's
         variance) has nothing to follow: its accuracy is NaN rather than a division by rounding error.
         """
-        if formula not in FORMULAS:  # before the pass over the cells
-            raise InputError(f"formula must be one of {', '.join(map(repr, FORMULAS))}; got {formula!r}")
+        check_formula(formula)  # before the pass over the cells
         if adata is None:
             self.require_data("get_reconstruction_accuracy() without new cells")
         n = len(self.train_idx) if adata is None else adata.n_obs
