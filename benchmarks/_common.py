@@ -374,3 +374,24 @@ if __name__ == "__main__":
         scvi_child(*sys.argv[2:11])
     else:
         raise SystemExit("benchmarks/_common.py is imported by the benchmark scripts, not run")
+
+
+# hubs.py's label suffix of a model row measured with the centrality formula the package used before
+# the correlation (1 - MSE / variance); the partial runs made before the change hold no "formula" key
+OLD_FORMULA = " (1 - MSE/Var)"
+_MODEL_LABELS = ("siVAE", "VAE")  # hubs.py's model rows (ROWS) and the shipped row's variants start so
+
+
+def name_formula(res: dict[str, Any]) -> dict[str, Any]:
+    """One data set's result of a hubs.py partial run with its old-formula model rows renamed, so
+    that no row of a merge mixes formulas: "siVAE correlation" is the shipped row by today's
+    default, and the other model rows (not the paper-formula variant) get `OLD_FORMULA`."""
+    if "formula" in res or not any(label.startswith(_MODEL_LABELS) for label in res.get("scores", {})):
+        return res
+
+    def rename(label: str) -> str:
+        if label == "siVAE correlation":
+            return "siVAE"
+        return label + OLD_FORMULA if label.startswith(_MODEL_LABELS) and "(paper)" not in label else label
+
+    return {**res, **{key: {rename(k): v for k, v in res[key].items()} for key in ("scores", "pve", "seconds") if key in res}}

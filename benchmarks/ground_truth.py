@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from _common import RESULTS, add_arguments, claim, command_line, out_dir, verdict, write_result
+from _common import RESULTS, add_arguments, claim, command_line, name_formula, out_dir, verdict, write_result
 
 # the genes of hubs.py's committed runs (its HVG_FLAVOR), so their per-gene scores line up
 HVG_FLAVOR = "seurat"
@@ -81,10 +81,10 @@ def stored_scores(genes_all: list[str]) -> dict[str, pd.Series]:
     """Per-gene scores of hubs.py's full pbmc3k run (baselines, siVAE and VAE seeds), when its genes match."""
     scores: dict[str, list[pd.Series]] = {}
     for path in sorted((RESULTS / "hubs_parts").glob("hubs_pbmc3k_*.json")):
-        part = json.loads(path.read_text())["datasets"]["pbmc3k"]
-        if part["genes"] != genes_all:
+        part = json.loads(path.read_text())["datasets"].get("pbmc3k")  # not "pbmc3k seurat_v3"
+        if part is None or part["genes"] != genes_all:
             continue
-        for method, per_seed in part.get("scores", {}).items():  # {seed: [value per gene]}
+        for method, per_seed in name_formula(part).get("scores", {}).items():  # {seed: [value per gene]}; no label mixes formulas
             for values in per_seed.values():
                 scores.setdefault(method, []).append(
                     pd.Series([np.nan if v is None else v for v in values], index=part["genes"], dtype=float))

@@ -24,7 +24,7 @@ Per data set (pbmc3k with 2,000 HVG; the simulated hub-and-spoke network; Kang's
 Runs can be split and merged: --parts truth (both ground truths, the baselines, CLR), reliability
 (the default truth's split-half), grn (MRNET, neighbourhood PVEs) and models (--rows, --seeds) each
 write a partial JSON (--tag names it); --merge joins partial JSONs into hubs.json with the table
-and claims.
+and claims (the per-gene scores stay in the partial runs, which hubs.json lists under "parts").
 
     .venv/bin/python benchmarks/hubs.py --quick                         # ~1 min, a smoke run
     .venv/bin/python benchmarks/hubs.py --datasets pbmc3k --parts truth --tag t
@@ -49,6 +49,7 @@ import pandas as pd
 from scipy.stats import rankdata, spearmanr
 
 import sivae
+from _common import OLD_FORMULA, name_formula
 from sivae._constants import KEYS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -394,28 +395,12 @@ def _claim(claim: str, ours: str, holds: bool) -> dict[str, str]:
             "reproduced": "yes" if holds else "no"}
 
 
-# the label suffix of a model row measured with the centrality formula the package used before the
-# correlation (1 - MSE / variance): the partial runs made before the change hold no "formula" key
-OLD_FORMULA = " (1 - MSE/Var)"
-
-
-def _name_formula(res: dict[str, Any]) -> dict[str, Any]:
-    # a partial run's model rows under the old formula, renamed so that no row mixes formulas
-    if "formula" in res or not any(label in ROWS for label in res.get("scores", {})):
-        return res
-    def rename(label: str) -> str:
-        if label == f"{SHIPPED} correlation":  # the default now: these runs' shipped row by it
-            return SHIPPED
-        return label + OLD_FORMULA if label in ROWS or label == f"{SHIPPED} held-out cells" else label
-    return {**res, **{key: {rename(k): v for k, v in res[key].items()} for key in ("scores", "pve", "seconds") if key in res}}
-
-
 def combine(parts: list[dict]) -> dict[str, dict]:
     """Per data set, the union of partial runs' truth and model results (a later part wins a clash)."""
     merged: dict[str, dict] = {}
     for part in parts:
         for name, res in part["datasets"].items():
-            res = _name_formula(res)
+            res = name_formula(res)
             into = merged.setdefault(name, {"scores": {}, "pve": {}, "seconds": {}})
             if "genes" in into and "genes" in res and into["genes"] != res["genes"]:
                 raise SystemExit(f"{name}: the partial runs have different genes; merge runs of one setting")
@@ -430,8 +415,13 @@ def combine(parts: list[dict]) -> dict[str, dict]:
     return merged
 
 
+# per-gene lists of a data set's result: a merged hubs.json leaves them in the partial runs it names
+# (hubs_parts/), which keeps it small (all of them together passed 5 MB)
+PER_GENE = ("genes", "scores", "truth", "truth_binned")
+
+
 def write(results: dict[str, dict], args: argparse.Namespace, argv: list[str] | None, seconds: float,
-          name: str = "hubs") -> Path:
+          name: str = "hubs", parts: list[Path] | None = None) -> Path:
     rows = [r for n, res in results.items() for r in table(n, res)]
     if not rows:  # a models-only part: the table comes with --merge; keep the contract meanwhile
         rows = [{"dataset": n, "truth": None, "method": m, "n_seeds": len(v)} for n, res in results.items()
@@ -442,6 +432,9 @@ def write(results: dict[str, dict], args: argparse.Namespace, argv: list[str] | 
                "command": " ".join([".venv/bin/python", "benchmarks/hubs.py", *(argv if argv is not None else sys.argv[1:])]),
                "quick": bool(args.quick), "seconds": seconds, "table": rows, "claims": claims(rows, results),
                "load_average": list(os.getloadavg()), "datasets": results}
+    if parts is not None:
+        payload["datasets"] = {n: {k: v for k, v in res.items() if k not in PER_GENE} for n, res in results.items()}
+        payload["parts"] = [str(p) for p in parts]
     # a partial run (--tag) goes into hubs_parts/, where make_report does not take it for a whole one
     path = args.out / ("hubs_parts" if name != "hubs" else "") / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -463,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         if len({p["quick"] for p in parts}) != 1:
             raise SystemExit("the partial runs mix --quick and full runs; merge runs of one kind")
         args.quick = parts[0]["quick"]
-        write(combine(parts), args, argv, sum(p["seconds"] for p in parts))
+        write(combine(parts), args, argv, sum(p["seconds"] for p in parts), parts=args.merge)
         return 0
     results: dict[str, dict] = {}
     for data_name in args.datasets:
